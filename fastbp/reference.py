@@ -1,0 +1,181 @@
+"""The oracle: every kernel of ``fastbp.kernels`` written as plain NumPy.
+
+Each function here has a compiled twin with the same name and signature in ``fastbp.kernels``;
+the tests compare every pair, the benchmarks time every pair, and ``fastbp.use_backend("reference")``
+runs the layers, nets and ``fit`` on these instead of the kernels. They favour being obviously
+right over being fast. Shapes: ``N`` batch, ``D`` inputs, ``H`` outputs of a layer, ``C`` classes.
+
+Like the kernels, these trust their input: validation happens once, at the public entry points.
+"""
+import numpy as np
+
+__all__ = [
+    "affine_forward", "affine_backward", "affine_backward_params",
+    "relu_forward", "relu_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward",
+    "softmax_cross_entropy", "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_onehot", "softmax_cross_entropy_onehot_backward",
+    "predict_labels", "sgd_steps",
+]
+
+RELU, SIGMOID, TANH = 0, 1, 2  # activation codes shared with the kernels
+
+
+# --- Affine: out = x @ W + b -------------------------------------------------------------------
+
+def affine_forward(x, W, b):
+    """out = x @ W + b.   x (N, D), W (D, H), b (H,) -> (N, H)"""
+    return x @ W + b
+
+
+def affine_backward(x, W, dout):
+    """dx = dout @ W.T, dW = x.T @ dout, db = sum_n dout.   -> (dx (N, D), dW (D, H), db (H,))"""
+    dW, db = affine_backward_params(x, dout)
+    return dout @ W.T, dW, db
+
+
+def affine_backward_params(x, dout):
+    """affine_backward without dx (a first layer never needs it).   -> (dW (D, H), db (H,))"""
+    return x.T @ dout, dout.sum(axis=0)
+
+
+# --- ReLU: y = max(x, 0) -----------------------------------------------------------------------
+
+def relu_forward(x):
+    """y = x where x > 0 else 0; mask = (x <= 0), kept for backward.   -> (y, mask)"""
+    mask = x <= 0
+    y = x.copy()
+    y[mask] = 0
+    return y, mask
+
+
+def relu_backward(dout, mask):
+    """dx = dout where x > 0 else 0."""
+    dx = dout.copy()
+    dx[mask] = 0
+    return dx
+
+
+# --- Sigmoid: y = 1 / (1 + exp(-x)) --------------------------------------------------------------
+
+def sigmoid_forward(x):
+    """y = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dout, y):
+    """dx = dout * y * (1 - y)."""
+    return dout * y * (1 - y)
+
+
+# --- Tanh: y = tanh(x) ---------------------------------------------------------------------------
+
+def tanh_forward(x):
+    """y = tanh(x)."""
+    return np.tanh(x)
+
+
+def tanh_backward(dout, y):
+    """dx = dout * (1 - y * y)."""
+    return dout * (1 - y * y)
+
+
+# --- Softmax + cross-entropy, fused ------------------------------------------------------------
+
+def _softmax(x):
+    """y = exp(x - max) / sum exp(x - max), row by row; also returns log(sum exp(x - max)) + max."""
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, (np.log(s) + m)[:, 0]
+
+
+def softmax_cross_entropy(x, t):
+    """Integer labels t (N,): L = mean_n(logsumexp(x_n) - x_n[t_n]); y = softmax(x).   -> (L, y)
+
+    logsumexp is taken after subtracting the row maximum, so the log never sees 0 or overflow.
+    """
+    y, lse = _softmax(x)
+    n = x.shape[0]
+    loss = np.mean(lse.astype(np.float64) - x[np.arange(n), t].astype(np.float64))
+    return float(loss), y
+
+
+def softmax_cross_entropy_backward(y, t):
+    """dx = (y - onehot(t)) / N."""
+    n = y.shape[0]
+    dx = y.copy()
+    dx[np.arange(n), t] -= 1
+    return dx / y.dtype.type(n)
+
+
+def softmax_cross_entropy_onehot(x, t):
+    """One-hot labels t (N, C): L = mean_n sum_c t_nc (logsumexp(x_n) - x_nc).   -> (L, y)"""
+    y, lse = _softmax(x)
+    per_class = lse[:, None].astype(np.float64) - x.astype(np.float64)
+    return float(np.mean(np.sum(t * per_class, axis=1))), y
+
+
+def softmax_cross_entropy_onehot_backward(y, t):
+    """dx = (y - t) / N."""
+    return ((y - t) / y.shape[0]).astype(y.dtype, copy=False)
+
+
+# --- Whole nets: a stack of affine layers with one activation, softmax-CE on top --------------
+
+_FORWARD = {RELU: lambda h: relu_forward(h)[0], SIGMOID: sigmoid_forward, TANH: tanh_forward}
+
+
+def predict_labels(x, weights, biases, activation):
+    """argmax_c of the net's scores for each row of x (N, D) -> (N,) int64."""
+    h = x
+    for layer, (W, b) in enumerate(zip(weights, biases)):
+        h = affine_forward(h, W, b)
+        if layer < len(weights) - 1:
+            h = _FORWARD[activation](h)
+    return np.argmax(h, axis=1).astype(np.int64)
+
+
+def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
+    """One SGD step per row of batches (S, B), layer by layer as the book's TwoLayerNet does it.
+
+    Step s takes rows batches[s] of x (M, D) and labels t (M,), runs forward and backward, stores the
+    batch loss (before the update) in losses[s] and updates weights[i] and biases[i] in place:
+    W -= lr * dW, b -= lr * db.
+    """
+    last = len(weights) - 1
+    for s in range(batches.shape[0]):
+        rows = batches[s]
+        h = x[rows]
+        inputs, caches = [], []
+        for layer in range(last + 1):
+            inputs.append(h)
+            h = affine_forward(h, weights[layer], biases[layer])
+            if layer < last:
+                if activation == RELU:
+                    h, cache = relu_forward(h)
+                elif activation == SIGMOID:
+                    h = cache = sigmoid_forward(h)
+                else:
+                    h = cache = tanh_forward(h)
+                caches.append(cache)
+        loss, y = softmax_cross_entropy(h, t[rows])
+        losses[s] = loss
+        dout = softmax_cross_entropy_backward(y, t[rows])
+        for layer in range(last, -1, -1):
+            if layer > 0:
+                dx, dW, db = affine_backward(inputs[layer], weights[layer], dout)
+            else:
+                dW, db = affine_backward_params(inputs[layer], dout)
+            weights[layer] -= lr * dW
+            biases[layer] -= lr * db
+            if layer > 0:
+                cache = caches[layer - 1]
+                if activation == RELU:
+                    dout = relu_backward(dx, cache)
+                elif activation == SIGMOID:
+                    dout = sigmoid_backward(dx, cache)
+                else:
+                    dout = tanh_backward(dx, cache)

@@ -1,0 +1,22 @@
+"""fastbp's compiled kernels (installed as ``fastbp.kernels``).
+
+Every public function here has a NumPy twin of the same name and signature in
+``fastbp.reference``. Kernels trust their input: call them through fastbp's layers, nets and
+``fit``, which validate first; a kernel fed bad indices reads out of bounds.
+"""
+from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+                          tanh_backward, tanh_forward)
+from .affine import affine_backward, affine_backward_params, affine_forward
+from .softmax_ce import (softmax_cross_entropy, softmax_cross_entropy_backward,
+                         softmax_cross_entropy_onehot, softmax_cross_entropy_onehot_backward)
+from .step import predict_labels, sgd_steps
+
+__all__ = [
+    "affine_forward", "affine_backward", "affine_backward_params",
+    "relu_forward", "relu_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward",
+    "softmax_cross_entropy", "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_onehot", "softmax_cross_entropy_onehot_backward",
+    "predict_labels", "sgd_steps",
+]

@@ -1,0 +1,59 @@
+"""Numba settings shared by every kernel: one place for the flags, so no kernel hard-codes its own.
+
+- ``FASTMATH`` allows reassociation (vectorised float reductions, ~25x on sums) and contraction
+  (FMA) but not ``nnan``/``ninf``: NaN and Inf keep their IEEE behaviour, so a diverging run shows up
+  as NaN instead of being optimised into nonsense.
+- ``error_model="numpy"``: division follows NumPy (inf/nan) instead of raising, which removes a
+  branch per division.
+- ``cache=True`` keeps compiled code on disk. Numba caches next to the source, else in a per-user
+  folder; when neither is writable (read-only install and read-only home) it would refuse to import,
+  so ``_cache_enabled`` points it at a temporary folder, or turns caching off as a last resort.
+"""
+import os
+import tempfile
+import warnings
+
+import numba
+from numba.core import caching
+
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+ERROR_MODEL = "numpy"
+
+
+def _writable(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cache_enabled():
+    if numba.config.CACHE_DIR:  # the user chose (NUMBA_CACHE_DIR)
+        return True
+    here = os.path.dirname(os.path.abspath(__file__))
+    user_wide = caching.AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if _writable(os.path.join(here, "__pycache__")) or _writable(user_wide):
+        return True
+    fallback = os.path.join(tempfile.gettempdir(), f"fastbp-numba-cache-{getattr(os, 'getuid', lambda: 'user')()}")
+    if _writable(fallback):
+        numba.config.CACHE_DIR = fallback
+        return True
+    warnings.warn("fastbp: no writable folder for Numba's cache; kernels compile on every start. "
+                  "Set NUMBA_CACHE_DIR to a writable folder to keep them.", RuntimeWarning)
+    return False
+
+
+CACHE = _cache_enabled()
+
+
+def jit(fn=None, **extra):
+    """``numba.njit`` with fastbp's flags: serial kernels."""
+    options = dict(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, nogil=True, **extra)
+    return numba.njit(**options) if fn is None else numba.njit(**options)(fn)
+
+
+def pjit(fn):
+    """``numba.njit(parallel=True)`` with fastbp's flags, for kernels where two threads pay."""
+    return jit(fn, parallel=True)

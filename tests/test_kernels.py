@@ -1,0 +1,261 @@
+"""Every kernel equals its NumPy twin, and every backward equals the numerical gradient.
+
+The pairs come from ``fastbp.TWINS``; ``CASES`` must hold an input maker for each, so a kernel
+added without a twin, or without a case here, fails ``test_every_twin_has_a_case``.
+"""
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import typed
+
+import fastbp.kernels as kernels
+import fastbp.reference as reference
+from fastbp import TWINS, numerical_gradient
+
+# Kernel vs reference: the same formulas summed in a different order (BLAS blocking, fastmath
+# reassociation). Each element must agree to ``rtol`` relative to itself or to the largest element
+# of the result (a sum that cancels to a small value keeps the rounding error of its big terms).
+TOL = {np.float64: 1e-10, np.float32: 2e-5}
+DTYPES = [np.float64, np.float32]
+
+
+def layout(a, kind):
+    """The same values as ``a`` in memory laid out as C, strided (every other element) or F."""
+    if kind == "C":
+        return np.ascontiguousarray(a)
+    if kind == "F":
+        return np.asfortranarray(a)
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    wide[..., ::2] = a
+    view = wide[..., ::2]
+    assert not view.flags.c_contiguous or a.shape[-1] == 1
+    return view
+
+
+def labels(rng, n, c):
+    return rng.integers(0, c, size=n).astype(np.int64)
+
+
+def onehot(rng, n, c, dtype):
+    return np.eye(c, dtype=dtype)[labels(rng, n, c)]
+
+
+def net(rng, sizes, dtype):
+    ws = typed.List([(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+                     for a, b in zip(sizes, sizes[1:])])
+    bs = typed.List([(0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:]])
+    return ws, bs
+
+
+def _sgd_args(rng, n, d, h, dtype, kind):
+    c = 3
+    ws, bs = net(rng, [d, h, h + 1, c], dtype)
+    x = layout(rng.standard_normal((n + 3, d)).astype(dtype), kind)
+    return (x, labels(rng, n + 3, c), rng.integers(0, n + 3, size=(4, n)), ws, bs,
+            int(rng.integers(0, 3)), 0.1, np.zeros(4))
+
+
+# name -> f(rng, n, d, h, dtype, layout kind) -> the kernel's arguments
+CASES = {
+    "affine_forward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((d, h)).astype(dt), k),
+        r.standard_normal(h).astype(dt)),
+    "affine_backward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((d, h)).astype(dt), k),
+        layout(r.standard_normal((n, h)).astype(dt), k)),
+    "affine_backward_params": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((n, h)).astype(dt), k)),
+    "relu_forward": lambda r, n, d, h, dt, k: (layout(r.standard_normal((n, d)).astype(dt), k),),
+    "relu_backward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((n, d)) <= 0, k)),
+    "sigmoid_forward": lambda r, n, d, h, dt, k: (layout(8 * r.standard_normal((n, d)).astype(dt), k),),
+    "sigmoid_backward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.random((n, d)).astype(dt), k)),
+    "tanh_forward": lambda r, n, d, h, dt, k: (layout(3 * r.standard_normal((n, d)).astype(dt), k),),
+    "tanh_backward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.uniform(-1, 1, (n, d)).astype(dt), k)),
+    "softmax_cross_entropy": lambda r, n, d, h, dt, k: (
+        layout(4 * r.standard_normal((n, h + 1)).astype(dt), k), labels(r, n, h + 1)),
+    "softmax_cross_entropy_backward": lambda r, n, d, h, dt, k: (
+        layout(r.dirichlet(np.ones(h + 1), n).astype(dt), k), labels(r, n, h + 1)),
+    "softmax_cross_entropy_onehot": lambda r, n, d, h, dt, k: (
+        layout(4 * r.standard_normal((n, h + 1)).astype(dt), k), layout(onehot(r, n, h + 1, dt), k)),
+    "softmax_cross_entropy_onehot_backward": lambda r, n, d, h, dt, k: (
+        layout(r.dirichlet(np.ones(h + 1), n).astype(dt), k), layout(onehot(r, n, h + 1, dt), k)),
+    "predict_labels": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
+    "sgd_steps": _sgd_args,
+}
+
+
+def copy_args(args):
+    # (with NUMBA_DISABLE_JIT=1, typed.List gives a plain list)
+    return tuple(typed.List([a.copy() for a in v]) if isinstance(v, (list, typed.List))
+                 else v.copy() if isinstance(v, np.ndarray) else v for v in args)
+
+
+def assert_same(ref, got, dtype, what):
+    """Recursively compare results (arrays, tuples, typed Lists, scalars) with the dtype's tolerance."""
+    if ref is None:
+        assert got is None, what
+        return
+    if isinstance(ref, (tuple, list, typed.List)):
+        assert len(ref) == len(got), what
+        for i, (a, b) in enumerate(zip(ref, got)):
+            assert_same(a, b, dtype, f"{what}[{i}]")
+        return
+    if isinstance(ref, np.ndarray):
+        assert isinstance(got, np.ndarray), what
+        assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
+        if ref.dtype.kind == "f":
+            assert got.dtype == ref.dtype, f"{what}: dtype {got.dtype} != {ref.dtype}"
+            scale = np.abs(ref).max() if ref.size else 0.0
+            np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * scale, err_msg=what)
+        else:
+            np.testing.assert_array_equal(got, ref, err_msg=what)
+        return
+    np.testing.assert_allclose(got, ref, rtol=TOL[dtype], err_msg=what)
+
+
+def test_every_twin_has_a_case():
+    assert set(kernels.__all__) == set(reference.__all__)
+    assert set(CASES) == set(TWINS)
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_twins_have_the_same_signature(name):
+    ref, kern = TWINS[name]
+    assert inspect.signature(ref) == inspect.signature(getattr(kern, "py_func", kern))
+    assert (ref.__doc__ or "").strip(), f"reference.{name} needs a docstring with its formula"
+
+
+def test_kernels_hard_code_no_numba_flags():
+    """Numba options come from kernels/_config.py only (stumpy's rule)."""
+    import pathlib
+    for path in pathlib.Path(kernels.__file__).parent.glob("*.py"):
+        if path.name != "_config.py":
+            text = path.read_text()
+            assert "njit" not in text and "fastmath" not in text and "numba.jit" not in text, path
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 9), d=st.integers(1, 13), h=st.integers(1, 7),
+       dtype=st.sampled_from(DTYPES), kind=st.sampled_from(["C", "strided", "F"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_kernel_equals_reference(name, n, d, h, dtype, kind, seed):
+    ref_fn, kern_fn = TWINS[name]
+    args = CASES[name](np.random.default_rng(seed), n, d, h, dtype, kind)
+    ref_args, kern_args = copy_args(args), copy_args(args)
+    ref = ref_fn(*ref_args)
+    got = kern_fn(*kern_args)
+    assert_same(ref, got, dtype, name)
+    assert_same(ref_args, kern_args, dtype, f"{name} arguments after the call")  # in-place updates
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_at_the_seed_shapes(dtype):
+    """Batch 100, 784 -> 50 -> 10: the shapes the seeds train at."""
+    rng = np.random.default_rng(0)
+    for name in TWINS:
+        n, d, h = (100, 784, 50) if name.startswith(("affine", "relu", "sigmoid", "tanh")) else (100, 50, 9)
+        args = CASES[name](rng, n, d, h, dtype, "C")
+        ref_args, kern_args = copy_args(args), copy_args(args)
+        assert_same(TWINS[name][0](*ref_args), TWINS[name][1](*kern_args), dtype, name)
+        assert_same(ref_args, kern_args, dtype, name)
+
+
+# --- backward == numerical gradient (float64) -----------------------------------------------
+
+def rel_error(a, b):
+    """max |a - b| / max(max |a|, max |b|): one number for the whole gradient."""
+    return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-300)
+
+
+GRAD_TOL = 1e-6
+
+
+@pytest.fixture(params=range(3))
+def rng(request):
+    return np.random.default_rng(100 + request.param)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_affine_backward_is_the_gradient(rng, n):
+    x, W, b = rng.standard_normal((n, 7)), rng.standard_normal((7, 4)), rng.standard_normal(4)
+    g = rng.standard_normal((n, 4))  # L = sum(affine_forward(x, W, b) * g), so dL/dout = g
+    loss = lambda _: float(np.sum(kernels.affine_forward(x, W, b) * g))  # noqa: E731
+    dx, dW, db = kernels.affine_backward(x, W, g)
+    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+    assert rel_error(dW, numerical_gradient(loss, W)) < GRAD_TOL
+    assert rel_error(db, numerical_gradient(loss, b)) < GRAD_TOL
+    dW2, db2 = kernels.affine_backward_params(x, g)
+    np.testing.assert_array_equal(dW2, dW)
+    np.testing.assert_array_equal(db2, db)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
+def test_activation_backward_is_the_gradient(rng, name):
+    forward, backward = getattr(kernels, f"{name}_forward"), getattr(kernels, f"{name}_backward")
+    x = rng.standard_normal((6, 5)) * 3
+    x[np.abs(x) < 1e-2] = 0.5  # keep away from ReLU's kink, where the difference quotient straddles it
+    g = rng.standard_normal(x.shape)
+
+    def out(v):
+        y = forward(v)
+        return y[0] if name == "relu" else y
+
+    loss = lambda _: float(np.sum(out(x) * g))  # noqa: E731
+    y = forward(x)
+    dx = backward(g, y[1] if name == "relu" else y)
+    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_softmax_cross_entropy_backward_is_the_gradient(rng, n):
+    x = rng.standard_normal((n, 10)) * 3
+    t = labels(rng, n, 10)
+    loss = lambda _: kernels.softmax_cross_entropy(x, t)[0]  # noqa: E731
+    _, y = kernels.softmax_cross_entropy(x, t)
+    assert rel_error(kernels.softmax_cross_entropy_backward(y, t), numerical_gradient(loss, x)) < GRAD_TOL
+
+    t1 = np.eye(10)[t]
+    loss1 = lambda _: kernels.softmax_cross_entropy_onehot(x, t1)[0]  # noqa: E731
+    assert np.isclose(loss1(None), loss(None), rtol=1e-14)
+    _, y1 = kernels.softmax_cross_entropy_onehot(x, t1)
+    dx1 = kernels.softmax_cross_entropy_onehot_backward(y1, t1)
+    assert rel_error(dx1, numerical_gradient(loss1, x)) < GRAD_TOL
+
+
+@pytest.mark.parametrize("activation", [0, 1, 2])
+def test_sgd_step_follows_the_gradient(rng, activation):
+    """One step of sgd_steps moves every parameter by -lr times the numerical gradient of the loss."""
+    x, t = rng.standard_normal((12, 6)), labels(rng, 12, 3)
+    ws, bs = net(rng, [6, 5, 3], np.float64)
+    batch = rng.integers(0, 12, size=(1, 7))
+    params = list(ws) + list(bs)
+
+    def loss(_):
+        losses = np.zeros(1)
+        kernels.sgd_steps(x, t, batch, typed.List([w.copy() for w in ws]),
+                          typed.List([b.copy() for b in bs]), activation, 1e-300, losses)
+        return losses[0]  # lr ~ 0: the loss before the update, as a function of the parameters
+
+    numeric = [numerical_gradient(loss, p) for p in params]
+    before, loss_before = [p.copy() for p in params], loss(None)
+    lr, losses = 0.5, np.zeros(1)
+    kernels.sgd_steps(x, t, batch, ws, bs, activation, lr, losses)
+    assert losses[0] == loss_before
+    for p, p0, g in zip(list(ws) + list(bs), before, numeric):
+        assert rel_error((p0 - p) / lr, g) < GRAD_TOL
+
+
+def test_predict_labels_is_the_argmax_of_the_net():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5000, 6))  # more rows than one internal chunk
+    ws, bs = net(rng, [6, 8, 4], np.float64)
+    h = np.maximum(x @ ws[0] + bs[0], 0) @ ws[1] + bs[1]
+    np.testing.assert_array_equal(kernels.predict_labels(x, ws, bs, 0), np.argmax(h, axis=1))
