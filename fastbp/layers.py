@@ -1,0 +1,236 @@
+"""The book's layers (chapter 5), with its attribute and method names, each a thin shell:
+validate the input, call a kernel (or its reference twin, see ``fastbp.use_backend``), keep the
+state that backward needs.
+
+MulLayer and AddLayer are the teaching nodes of the apple example: on Python numbers they do plain
+Python arithmetic (so the seeds' printed values come out digit for digit); on arrays they broadcast
+like NumPy and backward returns each input's gradient in that input's own shape.
+"""
+import numpy as np
+
+from . import _checks
+from .backend import ops
+
+
+def _unbroadcast(grad, shape):
+    """Sum grad over the axes that broadcasting added or stretched, back to ``shape``."""
+    grad = np.asarray(grad)
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad
+
+
+def _shape(v):
+    return np.shape(v) if isinstance(v, np.ndarray) else None
+
+
+class MulLayer:
+    """out = x * y;  dx = dout * y,  dy = dout * x."""
+
+    def __init__(self):
+        self.x = None
+        self.y = None
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout):
+        if self.x is None:
+            raise RuntimeError("MulLayer.backward: call forward first")
+        dx = dout * self.y
+        dy = dout * self.x
+        if _shape(self.x) is not None:
+            dx = _unbroadcast(dx, self.x.shape)
+        if _shape(self.y) is not None:
+            dy = _unbroadcast(dy, self.y.shape)
+        return dx, dy
+
+
+class AddLayer:
+    """out = x + y;  dx = dout,  dy = dout."""
+
+    def __init__(self):
+        self.x_shape = None
+        self.y_shape = None
+
+    def forward(self, x, y):
+        self.x_shape, self.y_shape = _shape(x), _shape(y)
+        return x + y
+
+    def backward(self, dout):
+        dx = dout * 1
+        dy = dout * 1
+        if self.x_shape is not None:
+            dx = _unbroadcast(dx, self.x_shape)
+        if self.y_shape is not None:
+            dy = _unbroadcast(dy, self.y_shape)
+        return dx, dy
+
+
+def _check_dout(layer, dout, shape, dtype):
+    """dout for backward: same shape as the forward output, converted to its dtype."""
+    if shape is None:
+        raise RuntimeError(f"{layer}.backward: call forward first")
+    dout = _checks.as_float_array(f"{layer}.backward: dout", dout, dtype)
+    if dout.shape != shape:
+        raise ValueError(f"{layer}.backward: dout must have the shape of forward's output {shape}, "
+                         f"got {dout.shape}")
+    return dout
+
+
+def _as_activation_input(layer, x):
+    return _checks.as_float_array(f"{layer}.forward: x", x, None)
+
+
+class Relu:
+    """y = max(x, 0);  dx = dout where x > 0, else 0.  ``mask`` is (x <= 0), as in the book."""
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        out, self.mask = ops().relu_forward(_as_activation_input("Relu", x))
+        return out
+
+    def backward(self, dout):
+        mask = self.mask
+        dout = _check_dout("Relu", dout, None if mask is None else mask.shape, None)
+        return ops().relu_backward(dout, mask)
+
+
+class Sigmoid:
+    """y = 1 / (1 + exp(-x));  dx = dout * y * (1 - y).  ``out`` keeps y."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = ops().sigmoid_forward(_as_activation_input("Sigmoid", x))
+        return self.out
+
+    def backward(self, dout):
+        y = self.out
+        dout = _check_dout("Sigmoid", dout, None if y is None else y.shape, None if y is None else y.dtype)
+        return ops().sigmoid_backward(dout, y)
+
+
+class Tanh:
+    """y = tanh(x);  dx = dout * (1 - y^2).  ``out`` keeps y."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        self.out = ops().tanh_forward(_as_activation_input("Tanh", x))
+        return self.out
+
+    def backward(self, dout):
+        y = self.out
+        dout = _check_dout("Tanh", dout, None if y is None else y.shape, None if y is None else y.dtype)
+        return ops().tanh_backward(dout, y)
+
+
+class Affine:
+    """out = x @ W + b;  dx = dout @ W.T,  dW = x.T @ dout,  db = sum_n dout.
+
+    ``W`` and ``b`` are the caller's arrays (e.g. ``net.params['W1']``), read afresh on every call,
+    so updating them in place is seen here. Input of any shape (N, ...) is flattened to (N, D) and
+    dx gets the original shape back; a 1-d input is one sample. Input is converted to W's dtype
+    (the book's loader gives float32 images while its weights are float64); W is never cast.
+    """
+
+    def __init__(self, W, b):
+        _checks.as_param("Affine: W", W)
+        _checks.as_param("Affine: b", b)
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def _params(self):
+        W, b = self.W, self.b
+        _checks.as_param("Affine: W", W)
+        _checks.as_param("Affine: b", b)
+        if W.ndim != 2 or b.shape != (W.shape[1],) or b.dtype != W.dtype:
+            raise ValueError(f"Affine: expected W of shape (D, H) and b of shape (H,) with W's dtype, "
+                             f"got W {W.shape} {W.dtype} and b {b.shape} {b.dtype}")
+        return W, b
+
+    def forward(self, x):
+        W, b = self._params()
+        x = _checks.as_float_array("Affine.forward: x", x, W.dtype)
+        _checks.check_nonempty("Affine.forward: x", x)
+        self.original_x_shape = x.shape
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        if x.shape[1] != W.shape[0]:
+            raise ValueError(f"Affine.forward: x has {x.shape[1]} features per sample (shape "
+                             f"{self.original_x_shape}), but W expects {W.shape[0]} (W is {W.shape})")
+        self.x = x
+        out = ops().affine_forward(x, W, b)
+        if not np.isfinite(out).all():  # cheap test on the small output; find the cause only now
+            _checks.check_finite("Affine.forward: x", x)
+            _checks.check_finite("Affine: W", W, hint=" (training diverged? lower the learning rate)")
+            _checks.check_finite("Affine: b", b, hint=" (training diverged? lower the learning rate)")
+            raise ValueError("Affine.forward: x @ W + b overflowed to inf although x, W and b are "
+                             "finite; the values are too large for "
+                             f"{W.dtype} (training diverged? lower the learning rate)")
+        return out[0] if len(self.original_x_shape) == 1 else out
+
+    def backward(self, dout, need_dx=True):
+        """Sets dW and db; returns dx (or None when ``need_dx`` is False, as for a first layer)."""
+        W, _ = self._params()
+        if self.x is None:
+            raise RuntimeError("Affine.backward: call forward first")
+        n, h = self.x.shape[0], W.shape[1]
+        expected = (h,) if len(self.original_x_shape) == 1 else (n, h)
+        dout = _check_dout("Affine", dout, expected, W.dtype).reshape(n, h)
+        if not need_dx:
+            self.dW, self.db = ops().affine_backward_params(self.x, dout)
+            return None
+        dx, self.dW, self.db = ops().affine_backward(self.x, W, dout)
+        return dx.reshape(self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax and cross-entropy error as one node: loss = -mean_n log softmax(x_n)[t_n].
+
+    ``t`` may be class indices (N,) or one-hot rows (N, C). backward returns (y - t) / N and, like
+    the book's, ignores ``dout`` (the loss is the end of the graph).
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        x = _checks.as_float_array("SoftmaxWithLoss.forward: x", x, None)
+        _checks.check_ndim("SoftmaxWithLoss.forward: x", x, (1, 2))
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        _checks.check_nonempty("SoftmaxWithLoss.forward: x", x)
+        _checks.check_finite("SoftmaxWithLoss.forward: x", x,
+                             hint=" (training diverged? lower the learning rate)")
+        kind, labels = _checks.as_labels("SoftmaxWithLoss.forward: t", t, x.shape[0], x.shape[1])
+        if kind == "index":
+            self.loss, self.y = ops().softmax_cross_entropy(x, labels)
+            self._backward = ops().softmax_cross_entropy_backward
+        else:
+            labels = np.ascontiguousarray(labels, dtype=x.dtype)
+            self.loss, self.y = ops().softmax_cross_entropy_onehot(x, labels)
+            self._backward = ops().softmax_cross_entropy_onehot_backward
+        self.t = t
+        self._labels = labels
+        return self.loss
+
+    def backward(self, dout=1):
+        if self.y is None:
+            raise RuntimeError("SoftmaxWithLoss.backward: call forward first")
+        return self._backward(self.y, self._labels)

@@ -1,0 +1,132 @@
+"""TwoLayerNet / MultiLayerNet: the book's surface, gradients proven by the numerical gradient,
+and both backends giving the same nets."""
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from fastbp import (Affine, MultiLayerNet, Relu, Sigmoid, SoftmaxWithLoss, Tanh, TwoLayerNet,
+                    gradient_check, numerical_gradient, use_backend)
+
+
+def small_data(n=4, d=12, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d)).astype(np.float32), rng.integers(0, c, n)
+
+
+def test_two_layer_net_has_the_books_surface():
+    np.random.seed(0)
+    net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10)
+    assert list(net.params) == ["W1", "b1", "W2", "b2"]
+    assert net.params["W1"].shape == (784, 50) and net.params["b2"].shape == (10,)
+    assert all(p.dtype == np.float64 for p in net.params.values())
+    assert 0.009 < net.params["W1"].std() < 0.011 and not net.params["b1"].any()
+    assert isinstance(net.layers, OrderedDict) and list(net.layers) == ["Affine1", "Relu1", "Affine2"]
+    assert net.layers["Affine1"].W is net.params["W1"] and net.layers["Affine2"].b is net.params["b2"]
+    assert isinstance(net.lastLayer, SoftmaxWithLoss) and net.last_layer is net.lastLayer
+    np.random.seed(0)
+    same = TwoLayerNet(784, 50, 10)  # the book's init comes from np.random: seeding repeats it
+    np.testing.assert_array_equal(same.params["W1"], net.params["W1"])
+    assert TwoLayerNet(4, 3, 2, dtype=np.float32).params["W1"].dtype == np.float32
+
+
+def test_predict_loss_accuracy_with_index_and_onehot_labels():
+    x, t = small_data(n=20)
+    net = TwoLayerNet(12, 6, 5, weight_init_std=0.5)
+    y = net.predict(x)
+    assert y.shape == (20, 5) and y.dtype == np.float64
+    h = np.maximum(x @ net.params["W1"] + net.params["b1"], 0) @ net.params["W2"] + net.params["b2"]
+    np.testing.assert_allclose(y, h, rtol=1e-6)  # x is float32: upcast, then float64 math
+    assert net.loss(x, t) == pytest.approx(net.loss(x, np.eye(5)[t]), rel=1e-14)
+    acc = net.accuracy(x, t)
+    assert acc == np.mean(np.argmax(h, axis=1) == t) == net.accuracy(x, np.eye(5)[t])
+    assert isinstance(acc, float)
+
+
+@pytest.mark.parametrize("backend", ["kernels", "reference"])
+@pytest.mark.parametrize("labels", ["index", "onehot"])
+def test_two_layer_net_gradient_check(backend, labels):
+    """What the seeds print: mean |backprop - numerical| tiny for every parameter."""
+    x, t = small_data(n=3)
+    if labels == "onehot":
+        t = np.eye(5)[t]
+    np.random.seed(1)
+    net = TwoLayerNet(12, 8, 5, weight_init_std=0.3)
+    with use_backend(backend):
+        report = gradient_check(net, x, t)
+    assert list(report) == ["W1", "b1", "W2", "b2"]
+    for key, check in report.items():
+        assert check.mean_abs_diff < 1e-8, (key, check)
+        assert check.max_rel_error < 1e-6, (key, check)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_multi_layer_net_gradient_check(activation):
+    x, t = small_data(n=4)
+    np.random.seed(2)
+    net = MultiLayerNet(12, [7, 6], 5, activation=activation)
+    assert list(net.layers) == ["Affine1", "Activation_function1", "Affine2", "Activation_function2", "Affine3"]
+    assert isinstance(net.layers["Activation_function2"], {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}[activation])
+    for key, check in gradient_check(net, x, t).items():
+        assert check.max_rel_error < 1e-6, (key, check)
+
+
+def test_multi_layer_net_init_by_name():
+    np.random.seed(3)
+    he = MultiLayerNet(400, [300], 10, activation="relu")
+    xavier = MultiLayerNet(400, [300], 10, activation="tanh")
+    assert he.params["W1"].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert he.params["W2"].std() == pytest.approx(np.sqrt(2 / 300), rel=0.05)
+    assert xavier.params["W1"].std() == pytest.approx(np.sqrt(1 / 400), rel=0.02)
+    assert MultiLayerNet(400, [30], 10, weight_init_std=0.01).params["W1"].std() == pytest.approx(0.01, rel=0.05)
+    with pytest.raises(ValueError, match="weight_init_std: expected a number or one of"):
+        MultiLayerNet(4, [3], 2, weight_init_std="glorot")
+    with pytest.raises(ValueError, match="activation: expected one of"):
+        MultiLayerNet(4, [3], 2, activation="gelu")
+
+
+def test_gradient_is_the_same_on_both_backends():
+    x, t = small_data(n=9)
+    np.random.seed(4)
+    net = MultiLayerNet(12, [10, 7], 5, activation="sigmoid", dtype=np.float32)
+    got = net.gradient(x, t)
+    with use_backend("reference"):
+        ref = net.gradient(x, t)
+    for key in ref:
+        assert got[key].dtype == np.float32
+        np.testing.assert_allclose(got[key], ref[key], rtol=2e-5, atol=2e-5 * np.abs(ref[key]).max())
+
+
+def test_numerical_gradient_restores_x_and_handles_any_shape():
+    x = np.arange(6.0).reshape(2, 3)
+    keep = x.copy()
+    g = numerical_gradient(lambda v: float(np.sum(v ** 3)), x)
+    np.testing.assert_array_equal(x, keep)
+    np.testing.assert_allclose(g, 3 * keep ** 2, rtol=1e-7, atol=1e-7)
+    with pytest.raises(TypeError, match="x must be a float numpy array"):
+        numerical_gradient(lambda v: 0.0, np.arange(3))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: TwoLayerNet(0, 5, 2), ValueError, r"input_size: expected a positive integer, got 0"),
+    (lambda: TwoLayerNet(4.5, 5, 2), TypeError, r"input_size: expected a positive integer, got float"),
+    (lambda: TwoLayerNet(4, 5, 2, weight_init_std=-1), ValueError, r"weight_init_std: expected a finite positive"),
+    (lambda: TwoLayerNet(4, 5, 2, dtype=np.float16), TypeError, r"dtype: expected float32 or float64"),
+    (lambda: TwoLayerNet(4, 5, 2).accuracy(np.ones((3, 4)), np.array([0, 1])), ValueError, r"accuracy: t: expected 3 labels"),
+    (lambda: TwoLayerNet(4, 5, 2).loss(np.ones((3, 5)), np.array([0, 1, 1])), ValueError, r"x has 5 features"),
+])
+def test_net_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_first_affine_layer_skips_dx_but_keeps_dw():
+    x, t = small_data(n=5)
+    net = TwoLayerNet(12, 6, 5)
+    grads = net.gradient(x, t)
+    layer = net.layers["Affine1"]
+    assert grads["W1"] is layer.dW and grads["b1"] is layer.db
+    ref = Affine(net.params["W1"], net.params["b1"])
+    ref.forward(x)
+    ref.backward(net.layers["Relu1"].backward(net.layers["Affine2"].backward(net.lastLayer.backward())))
+    np.testing.assert_allclose(grads["W1"], ref.dW, rtol=1e-12)
