@@ -14,7 +14,8 @@ complete copy they find:
    (unpickled, so only point fastbp at pickles you trust);
    Fashion-MNIST only: Debian's ``/usr/share/datasets/fashion-mnist`` (package
    ``dataset-fashion-mnist``);
-3. with ``download=True``: the missing files are downloaded from the mirrors in ``MIRRORS`` into
+3. with ``download=True`` (and the environment variable ``FASTBP_OFFLINE`` unset or empty): the
+   missing files are downloaded from the mirrors in ``MIRRORS`` into
    the subfolder of step 1, each checked against its SHA-256 in ``SHA256`` before it takes its
    final name. Files found on disk are not hash-checked (Debian's copies carry another gzip
    header, so other hashes), only format-checked by ``read_idx``.
@@ -329,6 +330,8 @@ def _load_dataset(name, data_dir, download):
     missing = [f for f, p in zip(FILE_NAMES, paths) if p is None]
     if not download:
         outcome = "Download: not attempted (download=False)."
+    elif os.environ.get("FASTBP_OFFLINE"):
+        outcome = "Download: not attempted (FASTBP_OFFLINE is set)."
     elif (problem := _writable_folder_problem(folder)) is not None:
         outcome = (f"Download: not possible, the folder {folder} is not writable ({problem}). "
                    "Set FASTBP_DATA to a writable folder or pass data_dir=.")

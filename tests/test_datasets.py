@@ -347,6 +347,14 @@ def test_offline_without_files_gives_one_clear_error(tmp_path, offline, download
     assert leftovers(tmp_path / "data" / "mnist") == [TEST_LBL]
 
 
+def test_fastbp_offline_skips_the_download(tmp_path, mirror, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("FASTBP_OFFLINE", "1")
+    with pytest.raises(DatasetNotFoundError, match=r"not attempted \(FASTBP_OFFLINE is set\)"):
+        load_mnist(data_dir=tmp_path / "data")
+    assert leftovers(tmp_path / "data" / "mnist") == []
+
+
 def test_offline_fashion_mnist_names_debian_folder(tmp_path, offline):
     with pytest.raises(DatasetNotFoundError) as info:
         load_fashion_mnist(data_dir=tmp_path, download=False)

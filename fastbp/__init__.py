@@ -1,0 +1,23 @@
+"""fastbp: backpropagation as taught in chapter 5 of "Deep Learning from Scratch", made fast.
+
+The book's layers and nets with the same names and methods; the hot paths are Numba kernels
+(``fastbp.kernels``), each proven equal to a plain NumPy twin (``fastbp.reference``) and to the
+numerical gradient by the test suite.
+"""
+from .backend import TWINS, get_backend, set_backend, use_backend
+from .datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, load_mnist
+from .gradcheck import GradCheck, gradient_check, numerical_gradient
+from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
+from .nets import MultiLayerNet, TwoLayerNet
+from .training import EpochRow, History, TrainingDiverged, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MulLayer", "AddLayer", "Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss",
+    "TwoLayerNet", "MultiLayerNet",
+    "numerical_gradient", "gradient_check", "GradCheck",
+    "fit", "History", "EpochRow", "TrainingDiverged",
+    "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
+    "use_backend", "set_backend", "get_backend", "TWINS",
+]

@@ -1,0 +1,135 @@
+"""The ``fastbp`` command and the seeds' own scripts, run as a user runs them: in a subprocess."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def run(*args, env=None, cwd=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fastbp", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+ROW = re.compile(r"^\s*(\d+\.\d\d)\s+(\d+)\s+(\d\.\d{4})\s+(\d\.\d{4}|-)\s+(\d+\.\d{4})\s+(\d+\.\d\d)s$", re.M)
+
+
+def test_train_on_the_shipped_digits_prints_the_epoch_table(tmp_path):
+    out = run("train", "--dataset", "digits", "--iters", "300", "--hidden", "40", "--seed", "3",
+              "--save", str(tmp_path / "net.npz"))
+    assert out.returncode == 0, out.stderr
+    assert "epoch   iter train acc  test acc     loss  elapsed" in out.stdout
+    rows = ROW.findall(out.stdout)
+    assert [int(r[1]) for r in rows] == [1, 16, 31, 46, 61, 76, 91, 106, 121, 136, 151, 166, 181,
+                                         196, 211, 226, 241, 256, 271, 286, 300]
+    final = float(rows[-1][3])
+    assert final > 0.8, out.stdout  # 0.89 here after 300 steps; a broken backprop stays near 0.1
+    done = re.search(r"done: 300 iterations in .* iterations/s, (\d+) us/iteration;.* test acc (\d\.\d{4})", out.stdout)
+    assert done and float(done.group(2)) == final
+    assert (tmp_path / "net.npz").is_file() and f"saved: {tmp_path / 'net.npz'}" in out.stdout
+
+    ev = run("evaluate", str(tmp_path / "net.npz"))
+    assert ev.returncode == 0, ev.stderr
+    assert re.search(rf"digits: train acc \d\.\d{{4}}, test acc {final:.4f}", ev.stdout), ev.stdout
+
+
+def test_auto_offline_falls_back_to_the_shipped_digits_and_says_why(tmp_path):
+    out = run("train", "--iters", "20", env={"FASTBP_DATA": str(tmp_path), "FASTBP_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "dataset: the small handwritten-digits set shipped with fastbp" in out.stdout
+    assert "MNIST not found" in out.stdout
+    assert "net: TwoLayerNet 64-50-10 relu, float32" in out.stdout
+
+
+def test_auto_takes_fashion_mnist_when_only_it_is_there(tmp_path, fashion_mnist):
+    data = Path(os.environ.get("FASTBP_DATA", ""))
+    if not (data / "fashion-mnist").is_dir():
+        pytest.fail("FASTBP_DATA must point at a folder holding fashion-mnist/ (see conftest.py)")
+    out = run("train", "--iters", "601", "--dataset", "auto", env={"FASTBP_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "dataset: Fashion-MNIST, found locally (MNIST unavailable" in out.stdout
+    rows = ROW.findall(out.stdout)
+    assert [int(r[1]) for r in rows] == [1, 601] and float(rows[-1][3]) > 0.75
+
+
+def test_gradcheck_prints_the_seeds_table():
+    out = run("gradcheck", "--dataset", "digits", "--hidden", "10")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = {m.group(1): (float(m.group(2)), float(m.group(3)))
+             for m in re.finditer(r"^\s+(W1|b1|W2|b2)\s+(\S+)\s+(\S+)$", out.stdout, re.M)}
+    assert list(lines) == ["W1", "b1", "W2", "b2"]
+    assert all(mean < 1e-7 and rel < 1e-6 for mean, rel in lines.values()), out.stdout
+    assert "OK: max relative error" in out.stdout
+
+
+def test_plot_needs_matplotlib_or_draws_the_curves(tmp_path):
+    png = tmp_path / "curves.png"
+    out = run("train", "--dataset", "digits", "--iters", "50", "--plot", str(png))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert out.returncode != 0
+        assert "--plot needs matplotlib" in out.stderr and "pip install 'fastbp[plot]'" in out.stderr
+        assert "epoch" not in out.stdout  # refused before training, not after
+    else:
+        assert out.returncode == 0, out.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--iters", "0"], "--iters: expected a positive int, got '0'"),
+    (["train", "--lr", "-1"], "--lr: expected a positive float, got '-1'"),
+    (["train", "--hidden", "50,x"], "--hidden: expected sizes like 50 or 100,50, got '50,x'"),
+    (["train", "--dataset", "cifar"], "--dataset: invalid choice: 'cifar'"),
+    (["train", "--dataset", "digits", "--batch-size", "5000"], "batch_size: expected at most the number of training samples (1500), got 5000"),
+    (["evaluate", "missing.npz"], "missing.npz: not a net saved by `fastbp train --save`"),
+])
+def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("fastbp", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    assert exe, "the fastbp console script is missing: install with pip install -e '.[test]'"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "gradcheck" in out.stdout
+
+
+# --- the seeds' scripts, unchanged apart from imports -------------------------------------
+
+def run_script(name):
+    """Run a seed script as it is, after seeding NumPy's global generator (the scripts don't).
+
+    The seed matters for the gradient check: a ReLU input closer to 0 than the difference step
+    h = 1e-4 makes the *numerical* gradient wrong there (the quotient straddles the kink), on the
+    reference path as on the kernels; with seed 0 no input is that close (|x W1| >= 1.6e-4).
+    """
+    script = HERE / "seed_scripts" / name
+    code = f"import numpy; numpy.random.seed(0); exec(compile(open({str(script)!r}, encoding='utf-8').read(), {str(script)!r}, 'exec'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+
+
+def test_seed_gradient_check_script_runs_unchanged(fashion_mnist):
+    out = run_script("gradient_check.py")
+    assert out.returncode == 0, out.stderr
+    diffs = dict(re.findall(r"^(W1|b1|W2|b2):(\S+)$", out.stdout, re.M))
+    assert list(diffs) == ["W1", "b1", "W2", "b2"], out.stdout
+    # the seeds print 3.9e-10, 2.6e-09, 5.3e-09, 1.4e-07: the same tiny magnitudes
+    assert all(float(v) < 1e-6 for v in diffs.values()), out.stdout
+
+
+def test_seed_training_script_runs_unchanged_and_learns(fashion_mnist):
+    out = run_script("train_neuralnet.py")
+    assert out.returncode == 0, out.stderr
+    rows = [tuple(map(float, line.split())) for line in out.stdout.split("\n") if line.strip()]
+    assert len(rows) == 17, out.stdout  # one line per epoch, as in the seeds' table
+    assert rows[0][1] < 0.3 and rows[-1][1] >= 0.85, out.stdout
