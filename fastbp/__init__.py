@@ -9,6 +9,7 @@ from .datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, loa
 from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from .nets import MultiLayerNet, TwoLayerNet
+from .threads import blas_threads, set_blas_threads
 from .training import EpochRow, History, TrainingDiverged, fit
 
 __version__ = "0.1.0"
@@ -19,5 +20,5 @@ __all__ = [
     "numerical_gradient", "gradient_check", "GradCheck",
     "fit", "History", "EpochRow", "TrainingDiverged",
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
-    "use_backend", "set_backend", "get_backend", "TWINS",
+    "use_backend", "set_backend", "get_backend", "TWINS", "blas_threads", "set_blas_threads",
 ]

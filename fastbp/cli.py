@@ -1,9 +1,10 @@
-"""The ``fastbp`` command: train, evaluate, gradcheck.
+"""The ``fastbp`` command: train, evaluate, gradcheck, bench.
 
     fastbp train                      # MNIST if it can be had, else Fashion-MNIST, else the shipped digits
     fastbp train --dataset fashion-mnist --hidden 100 --iters 20000 --plot curves.png --save net.npz
     fastbp evaluate net.npz
     fastbp gradcheck
+    fastbp bench
 """
 import argparse
 import json
@@ -174,6 +175,11 @@ def cmd_gradcheck(args):
     return 0 if ok else 1
 
 
+def cmd_bench(args):
+    from .bench import main as bench_main  # imported here: only this command needs it
+    return bench_main(args)
+
+
 def _require_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -241,6 +247,14 @@ def parser():
     net_options(g)
     g.add_argument("--samples", type=_positive(int), default=3)
     g.set_defaults(run=cmd_gradcheck)
+
+    b = sub.add_parser("bench", help="reference vs fastbp (vs PyTorch if installed), in one run")
+    b.add_argument("--iters", type=_positive(int), default=1000, help="steps timed per path")
+    b.add_argument("--batch-size", type=_positive(int), default=100)
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--startup", action="store_true",
+                   help="also time import + first fit in fresh interpreters, cold and warm cache")
+    b.set_defaults(run=cmd_bench)
     return p
 
 

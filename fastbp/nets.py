@@ -98,6 +98,11 @@ class _Net:
         affines = layers[0::2]
         for i, layer in enumerate(affines):
             W, b = layer._params()
+            for name, p in (("W", W), ("b", b)):
+                if not (p.flags.c_contiguous and p.flags.writeable):
+                    raise ValueError(f"fit: layer {i + 1}'s {name} must be a writeable C-contiguous "
+                                     f"array (fit updates it in place); got one that is not: use "
+                                     f"np.ascontiguousarray and assign it to the layer and params")
             if W.dtype != affines[0].W.dtype or (i and W.shape[0] != affines[i - 1].W.shape[1]):
                 raise ValueError(f"fit: layer {i + 1} has W {W.shape} {W.dtype}, which does not "
                                  f"follow layer {i} ({affines[i - 1].W.shape} {affines[i - 1].W.dtype})")

@@ -9,6 +9,7 @@ from numba import typed
 
 from . import _checks
 from .backend import ops
+from .threads import limited_blas
 
 
 class TrainingDiverged(FloatingPointError):
@@ -77,6 +78,7 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     match the seeds' table. The same ``seed`` gives the same batches, hence (with the same thread
     settings) the same weights. Labels may be class indices or one-hot.
 
+    BLAS runs with ``fastbp.threads.blas_threads()`` threads (default 1; see fastbp/threads.py).
     Raises TrainingDiverged when the loss becomes NaN or infinite.
     """
     weights, biases, activation = net.stack()
@@ -100,29 +102,30 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     weights, biases = typed.List(weights), typed.List(biases)
     kernels = ops()
     history = History(loss=np.zeros(iters))
-    start = time.perf_counter()
-    done = 0
-    while done < iters:
-        # steps up to and including the next evaluation point i (i % eval_every == 0, or the last)
-        stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
-        batches = rng.integers(0, x.shape[0], size=(stop - done, batch_size))
-        tick = time.perf_counter()
-        kernels.sgd_steps(x, t, batches, weights, biases, activation, lr, history.loss[done:stop])
-        tock = time.perf_counter()
-        history.train_seconds += tock - tick
-        losses = history.loss[done:stop]
-        if not np.isfinite(losses).all():
-            bad = done + int(np.argmin(np.isfinite(losses)))
-            raise TrainingDiverged(f"fit: the loss became {history.loss[bad]} at iteration {bad} "
-                                   f"(lr={lr}); training diverged: lower the learning rate")
-        row = EpochRow(
-            epoch=stop / per_epoch, iteration=stop,
-            train_acc=_accuracy(x, t, weights, biases, activation),
-            test_acc=None if x_test is None else _accuracy(x_test, t_test, weights, biases, activation),
-            loss=float(losses.mean()), elapsed=time.perf_counter() - start)
-        history.eval_seconds += time.perf_counter() - tock
-        history.rows.append(row)
-        if callback is not None:
-            callback(row)
-        done = stop
+    with limited_blas():
+        start = time.perf_counter()
+        done = 0
+        while done < iters:
+            # steps up to and including the next evaluation point i (i % eval_every == 0, or the last)
+            stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
+            batches = rng.integers(0, x.shape[0], size=(stop - done, batch_size))
+            tick = time.perf_counter()
+            kernels.sgd_steps(x, t, batches, weights, biases, activation, lr, history.loss[done:stop])
+            tock = time.perf_counter()
+            history.train_seconds += tock - tick
+            losses = history.loss[done:stop]
+            if not np.isfinite(losses).all():
+                bad = done + int(np.argmin(np.isfinite(losses)))
+                raise TrainingDiverged(f"fit: the loss became {history.loss[bad]} at iteration {bad} "
+                                       f"(lr={lr}); training diverged: lower the learning rate")
+            row = EpochRow(
+                epoch=stop / per_epoch, iteration=stop,
+                train_acc=_accuracy(x, t, weights, biases, activation),
+                test_acc=None if x_test is None else _accuracy(x_test, t_test, weights, biases, activation),
+                loss=float(losses.mean()), elapsed=time.perf_counter() - start)
+            history.eval_seconds += time.perf_counter() - tock
+            history.rows.append(row)
+            if callback is not None:
+                callback(row)
+            done = stop
     return history

@@ -6,11 +6,26 @@ arrive as numba typed Lists holding the caller's arrays, which are updated in pl
 Every helper a fused kernel calls lives in this file: Numba's cache does not notice when a callee
 in another file changes.
 """
+import numba
 import numpy as np
+from numba import types
+from numba.np.linalg import ensure_blas
 
 from ._config import jit
 
 RELU, SIGMOID, TANH = 0, 1, 2
+
+# BLAS gemm through the entry point Numba's own np.dot uses (SciPy's cython_blas underneath),
+# declared with alpha/beta and transpose flags, which np.dot does not expose. Being a named
+# external symbol (not a ctypes pointer), it keeps the kernels cacheable.
+ensure_blas()
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char,             # kind ('s' or 'd'), transa, transb
+    types.intp, types.intp, types.intp,             # m, n, k
+    types.voidptr, types.voidptr, types.intp,       # alpha, a, lda
+    types.voidptr, types.intp,                      # b, ldb
+    types.voidptr, types.voidptr, types.intp))      # beta, c, ldc
+_KIND_S, _KIND_D, _N, _T = ord("s"), ord("d"), ord("n"), ord("t")
 
 
 @jit
@@ -48,12 +63,42 @@ def _activation_backward(d, y, activation):
                 d[i, j] *= 1 - v * v
 
 
+def _gemm_numpy(a, trans_a, b, trans_b, c, alpha, beta):
+    """_gemm for NUMBA_DISABLE_JIT=1 runs, where the BLAS symbol cannot be called from Python."""
+    c[...] = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b)) + beta * c
+
+
 @jit
-def _add_bias(h, b):
-    n, m = h.shape
+def _gemm(a, trans_a, b, trans_b, c, alpha, beta):
+    """c = alpha * op(a) @ op(b) + beta * c, row-major C-contiguous arrays, op(m) = m.T if trans.
+
+    BLAS sees a row-major matrix as its transpose in column-major order, so it is asked for
+    c.T = op(b).T @ op(a).T. ``beta = 1`` lets one call apply an SGD update in place
+    (W = W - lr * x.T @ dout) without a gradient buffer; the transposes cost no copies.
+    """
+    k = a.shape[0] if trans_a else a.shape[1]
+    scalars = np.empty(2, c.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    _xxgemm(_KIND_S if c.itemsize == 4 else _KIND_D,
+            _T if trans_b else _N, _T if trans_a else _N,
+            c.shape[1], c.shape[0], k,
+            scalars[0:].ctypes, b.ctypes, b.shape[1], a.ctypes, a.shape[1],
+            scalars[1:].ctypes, c.ctypes, c.shape[1])
+
+
+if numba.config.DISABLE_JIT:
+    _gemm = _gemm_numpy  # noqa: F811
+
+
+@jit
+def _affine_into(h, W, b, out):
+    """out = h @ W + b (bias first, then the product accumulated onto it)."""
+    n, m = out.shape
     for i in range(n):
         for j in range(m):
-            h[i, j] += b[j]
+            out[i, j] = b[j]
+    _gemm(h, False, W, False, out, 1.0, 1.0)
 
 
 @jit
@@ -66,10 +111,11 @@ def predict_labels(x, weights, biases, activation):
     for start in range(0, n, chunk):
         h = np.ascontiguousarray(x[start:start + chunk])
         for layer in range(last + 1):
-            h = np.dot(h, weights[layer])
-            _add_bias(h, biases[layer])
+            out = np.empty((h.shape[0], weights[layer].shape[1]), h.dtype)
+            _affine_into(h, weights[layer], biases[layer], out)
             if layer < last:
-                _activate(h, activation)
+                _activate(out, activation)
+            h = out
         for i in range(h.shape[0]):
             best = 0
             for j in range(1, h.shape[1]):
@@ -89,17 +135,12 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
     last = len(weights) - 1
     steps, size = batches.shape
     dtype = x.dtype
-    step = np.empty(1, dtype)
-    step[0] = lr
-    lr_ = step[0]  # lr in the weights' dtype, as NumPy's weak-scalar rule gives the reference
     # acts[0] is the gathered batch, acts[i + 1] the output of layer i; douts[i] its gradient.
     acts = [np.empty((size, x.shape[1]), dtype)]
     douts = []
-    grads = []
     for layer in range(last + 1):
         acts.append(np.empty((size, weights[layer].shape[1]), dtype))
         douts.append(np.empty((size, weights[layer].shape[1]), dtype))
-        grads.append(np.empty(weights[layer].shape, dtype))
     inv = 1.0 / size
     for s in range(steps):
         rows = batches[s]
@@ -107,8 +148,7 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
         for i in range(size):
             xb[i, :] = x[rows[i]]
         for layer in range(last + 1):
-            np.dot(acts[layer], weights[layer], acts[layer + 1])
-            _add_bias(acts[layer + 1], biases[layer])
+            _affine_into(acts[layer], weights[layer], biases[layer], acts[layer + 1])
             if layer < last:
                 _activate(acts[layer + 1], activation)
         # softmax cross-entropy: douts[last] = (softmax(scores) - onehot(t)) / size
@@ -133,17 +173,14 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
         losses[s] = total * inv
         for layer in range(last, -1, -1):
             d = douts[layer]
-            W, b, dW = weights[layer], biases[layer], grads[layer]
+            W, b = weights[layer], biases[layer]
             if layer > 0:  # dx with the weights of this step, before the update
-                np.dot(d, W.T, douts[layer - 1])
-            np.dot(acts[layer].T, d, dW)
-            for k in range(W.shape[0]):
-                for j in range(W.shape[1]):
-                    W[k, j] -= lr_ * dW[k, j]
+                _gemm(d, False, W, True, douts[layer - 1], 1.0, 0.0)
+            _gemm(acts[layer], True, d, False, W, -lr, 1.0)  # W -= lr * x.T @ d, in one call
             for j in range(W.shape[1]):
                 db = d[0, j]
                 for i in range(1, size):
                     db += d[i, j]
-                b[j] -= lr_ * db
+                b[j] -= lr * db
             if layer > 0:
                 _activation_backward(douts[layer - 1], acts[layer], activation)

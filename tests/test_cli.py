@@ -47,6 +47,7 @@ def test_auto_offline_falls_back_to_the_shipped_digits_and_says_why(tmp_path):
     assert "net: TwoLayerNet 64-50-10 relu, float32" in out.stdout
 
 
+@pytest.mark.slow
 def test_auto_takes_fashion_mnist_when_only_it_is_there(tmp_path, fashion_mnist):
     data = Path(os.environ.get("FASTBP_DATA", ""))
     if not (data / "fashion-mnist").is_dir():
@@ -97,6 +98,19 @@ def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_bench_prints_both_nets_side_by_side():
+    out = run("bench", "--iters", "3")
+    assert out.returncode == 0, out.stderr
+    for net in ("784-50-10 relu", "784-256-128-10 relu"):
+        assert net in out.stdout
+    rows = re.findall(r"^  (.+?)\s+(\d+\.\d)\s+(\d+\.\d\d)x$", out.stdout, re.M)
+    labels = [label.strip() for label, _, _ in rows]
+    assert labels.count("fastbp fit (compiled epochs)") == 2, out.stdout
+    assert labels.count("NumPy reference, layer by layer (fit on the reference backend)") == 2
+    assert all(float(ratio) > 0 for _, _, ratio in rows)
+    assert out.stdout.count("matmul floor") == 2
+
+
 def test_console_script_is_installed():
     exe = shutil.which("fastbp", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     assert exe, "the fastbp console script is missing: install with pip install -e '.[test]'"
@@ -118,6 +132,7 @@ def run_script(name):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
 
 
+@pytest.mark.slow
 def test_seed_gradient_check_script_runs_unchanged(fashion_mnist):
     out = run_script("gradient_check.py")
     assert out.returncode == 0, out.stderr
@@ -127,6 +142,7 @@ def test_seed_gradient_check_script_runs_unchanged(fashion_mnist):
     assert all(float(v) < 1e-6 for v in diffs.values()), out.stdout
 
 
+@pytest.mark.slow
 def test_seed_training_script_runs_unchanged_and_learns(fashion_mnist):
     out = run_script("train_neuralnet.py")
     assert out.returncode == 0, out.stderr

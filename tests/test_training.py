@@ -122,6 +122,7 @@ def test_fit_bad_training_data():
         fit(net, x, t, iters=1)
 
 
+@pytest.mark.slow
 def test_seed_protocol_on_fashion_mnist_reaches_085(fashion_mnist):
     """784-50-10, batch 100, lr 0.1, 10,000 iterations (the seeds' run) on real Fashion-MNIST."""
     (x_train, t_train), (x_test, t_test) = fashion_mnist
