@@ -24,7 +24,7 @@ def float_dtype(dtype, name="dtype"):
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or dtype is None or dt not in FLOAT_DTYPES:  # np.dtype(None) is float64
         raise TypeError(f"{name}: expected float32 or float64, got {dtype!r}")
     return dt
 

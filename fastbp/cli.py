@@ -134,10 +134,13 @@ def load_saved(path):
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             params = {k: f[k] for k in f.files if k != "meta"}
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path}: not a net saved by `fastbp train --save` ({error})") from None
-    sizes = meta["sizes"]
-    net = build_net(sizes[0], sizes[1:-1], sizes[-1], meta["activation"], np.dtype(meta["dtype"]))
+        sizes, activation, dtype = meta["sizes"], meta["activation"], np.dtype(meta["dtype"])
+        net = build_net(sizes[0], sizes[1:-1], sizes[-1], activation, dtype)
+    except (OSError, KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a net saved by `fastbp train --save` "
+                         f"({type(error).__name__}: {error})") from None
+    if set(params) != set(net.params):
+        raise ValueError(f"{path}: holds arrays {sorted(params)}, expected {sorted(net.params)}")
     for key, value in params.items():
         if net.params[key].shape != value.shape:
             raise ValueError(f"{path}: {key} has shape {value.shape}, expected {net.params[key].shape}")

@@ -14,9 +14,17 @@ def numerical_gradient(f, x, h=1e-4):
     ``f`` is called with ``x`` (which it may ignore and read through a closure, as the book's
     ``lambda W: net.loss(x, t)`` does); ``x`` is changed in place and restored exactly.
     """
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
-        raise TypeError(f"numerical_gradient: x must be a float numpy array, got "
-                        f"{type(x).__name__}{'' if not isinstance(x, np.ndarray) else ' of dtype ' + str(x.dtype)}")
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        got = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"numerical_gradient: x must be a float32 or float64 numpy array (float16 "
+                        f"cannot resolve x + h), got {got}")
+    if not x.flags.writeable:
+        raise ValueError("numerical_gradient: x must be writeable (it is changed in place and "
+                         "restored), got a read-only array")
+    if x.size == 0:
+        raise ValueError(f"numerical_gradient: x must have at least one element, got shape {x.shape}")
+    if not (np.isfinite(h) and h > 0):
+        raise ValueError(f"numerical_gradient: h must be a finite positive step, got {h}")
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
@@ -46,6 +54,9 @@ def gradient_check(net, x, t):
     Use a handful of samples (the book uses 3): the numerical gradient costs two forward passes
     per parameter element.
     """
+    if not (callable(getattr(net, "numerical_gradient", None)) and callable(getattr(net, "gradient", None))):
+        raise TypeError(f"net: expected a net with gradient and numerical_gradient methods "
+                        f"(TwoLayerNet, MultiLayerNet), got {type(net).__name__}")
     numerical = net.numerical_gradient(x, t)
     backprop = net.gradient(x, t)
     report = {}

@@ -167,12 +167,11 @@ class Affine:
         W, b = self._params()
         x = _checks.as_float_array("Affine.forward: x", x, W.dtype)
         _checks.check_nonempty("Affine.forward: x", x)
-        self.original_x_shape = x.shape
+        shape = x.shape
         x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
         if x.shape[1] != W.shape[0]:
             raise ValueError(f"Affine.forward: x has {x.shape[1]} features per sample (shape "
-                             f"{self.original_x_shape}), but W expects {W.shape[0]} (W is {W.shape})")
-        self.x = x
+                             f"{shape}), but W expects {W.shape[0]} (W is {W.shape})")
         out = ops().affine_forward(x, W, b)
         if not np.isfinite(out).all():  # cheap test on the small output; find the cause only now
             _checks.check_finite("Affine.forward: x", x)
@@ -181,7 +180,8 @@ class Affine:
             raise ValueError("Affine.forward: x @ W + b overflowed to inf although x, W and b are "
                              "finite; the values are too large for "
                              f"{W.dtype} (training diverged? lower the learning rate)")
-        return out[0] if len(self.original_x_shape) == 1 else out
+        self.x, self.original_x_shape = x, shape  # only now: a refused call leaves no state
+        return out[0] if len(shape) == 1 else out
 
     def backward(self, dout, need_dx=True):
         """Sets dW and db; returns dx (or None when ``need_dx`` is False, as for a first layer)."""

@@ -147,6 +147,9 @@ class MultiLayerNet(_Net):
         _sizes(input_size=input_size, output_size=output_size)
         if isinstance(hidden_size_list, (int, np.integer)):
             hidden_size_list = [hidden_size_list]
+        if not isinstance(hidden_size_list, (list, tuple, np.ndarray)):
+            raise TypeError(f"hidden_size_list: expected a list of positive integers such as "
+                            f"[100, 50], got {_checks.describe(hidden_size_list)}")
         hidden = [_checks.positive_int("hidden_size_list", h) for h in hidden_size_list]
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")

@@ -85,21 +85,22 @@ def tanh_backward(dout, y):
 # --- Softmax + cross-entropy, fused ------------------------------------------------------------
 
 def _softmax(x):
-    """y = exp(x - max) / sum exp(x - max), row by row; also returns log(sum exp(x - max)) + max."""
+    """y = exp(x - m) / sum exp(x - m) row by row, with m the row max; also (m, log sum exp(x - m)).
+
+    logsumexp(x) - x_c is then log sum exp(x - m) + (m - x_c): the log never sees 0 or overflow,
+    and subtracting m - x_c first loses nothing to cancellation however large the logits.
+    """
     m = x.max(axis=1, keepdims=True)
     e = np.exp(x - m)
-    s = e.sum(axis=1, keepdims=True)
-    return e / s, (np.log(s) + m)[:, 0]
+    s = e.sum(axis=1, keepdims=True, dtype=np.float64)
+    return (e / s).astype(x.dtype, copy=False), m.astype(np.float64), np.log(s)
 
 
 def softmax_cross_entropy(x, t):
-    """Integer labels t (N,): L = mean_n(logsumexp(x_n) - x_n[t_n]); y = softmax(x).   -> (L, y)
-
-    logsumexp is taken after subtracting the row maximum, so the log never sees 0 or overflow.
-    """
-    y, lse = _softmax(x)
+    """Integer labels t (N,): L = mean_n(logsumexp(x_n) - x_n[t_n]); y = softmax(x).   -> (L, y)"""
+    y, m, logsum = _softmax(x)
     n = x.shape[0]
-    loss = np.mean(lse.astype(np.float64) - x[np.arange(n), t].astype(np.float64))
+    loss = np.mean(logsum[:, 0] + (m[:, 0] - x[np.arange(n), t].astype(np.float64)))
     return float(loss), y
 
 
@@ -113,8 +114,8 @@ def softmax_cross_entropy_backward(y, t):
 
 def softmax_cross_entropy_onehot(x, t):
     """One-hot labels t (N, C): L = mean_n sum_c t_nc (logsumexp(x_n) - x_nc).   -> (L, y)"""
-    y, lse = _softmax(x)
-    per_class = lse[:, None].astype(np.float64) - x.astype(np.float64)
+    y, m, logsum = _softmax(x)
+    per_class = logsum + (m - x.astype(np.float64))
     return float(np.mean(np.sum(t * per_class, axis=1))), y
 
 

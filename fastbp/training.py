@@ -81,7 +81,17 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     BLAS runs with ``fastbp.threads.blas_threads()`` threads (default 1; see fastbp/threads.py).
     Raises TrainingDiverged when the loss becomes NaN or infinite.
     """
+    if not callable(getattr(net, "stack", None)):
+        raise TypeError(f"net: expected a TwoLayerNet or MultiLayerNet, got {type(net).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a function of one EpochRow, got {type(callback).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
     weights, biases, activation = net.stack()
+    for i, (W, b) in enumerate(zip(weights, biases), start=1):
+        hint = " (a previous run diverged? re-initialise the net)"
+        _checks.check_finite(f"fit: W{i}", W, hint)
+        _checks.check_finite(f"fit: b{i}", b, hint)
     dtype = weights[0].dtype
     n_in, n_out = weights[0].shape[0], weights[-1].shape[1]
     x, t = _data("x_train", x_train, t_train, n_in, n_out, dtype)

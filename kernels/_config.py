@@ -54,6 +54,14 @@ def jit(fn=None, **extra):
     return numba.njit(**options) if fn is None else numba.njit(**options)(fn)
 
 
+def jit_exact(fn):
+    """``jit`` without reassociation, for formulas whose order of operations is the point
+    (log s + (m - x) must not become (log s + m) - x). The flags stay on the instructions
+    when such a function is inlined into a ``jit`` kernel."""
+    return numba.njit(cache=CACHE, fastmath=FASTMATH - {"reassoc"}, error_model=ERROR_MODEL,
+                      nogil=True)(fn)
+
+
 def pjit(fn):
     """``numba.njit(parallel=True)`` with fastbp's flags, for kernels where two threads pay."""
     return jit(fn, parallel=True)

@@ -1,16 +1,26 @@
 """Softmax and cross-entropy fused: one pass gives the loss and the probabilities y.
 
-The loss is computed as logsumexp(x) - x[t] with the row maximum subtracted first, so exp never
-overflows and log never sees 0: logits of +-1e4 give a finite loss. Sums run in float64.
+The loss is computed as log(sum exp(x - max)) + (max - x[t]): exp never overflows, log never sees
+0, and nothing cancels, so logits of +-1e4 (or 1e30) give the exact loss. Sums run in float64.
 """
 import numpy as np
 
-from ._config import jit
+from ._config import jit, jit_exact
+
+
+@jit_exact
+def cross_entropy_term(logsum, m, x_c):
+    """logsumexp(x) - x_c = log(sum exp(x - m)) + (m - x_c), in this order (no reassociation)."""
+    return logsum + (m - x_c)
 
 
 @jit
-def _softmax_rows(x, y, lse):
-    """y[i] = softmax(x[i]); lse[i] = log(sum exp(x[i] - max)) + max (float64)."""
+def _softmax_rows(x, y, maxes, logsums):
+    """y[i] = softmax(x[i]); maxes[i] = max x[i]; logsums[i] = log(sum exp(x[i] - max)) (float64).
+
+    The loss needs logsumexp(x[i]) - x[i, c] = logsums[i] + (maxes[i] - x[i, c]): subtracting
+    first keeps it exact when the logits are huge (1e30 + log 10 would round to 1e30).
+    """
     n, c = x.shape
     for i in range(n):
         m = x[i, 0]
@@ -25,7 +35,8 @@ def _softmax_rows(x, y, lse):
         inv = 1.0 / s
         for j in range(c):
             y[i, j] = y[i, j] * inv
-        lse[i] = np.log(s) + m
+        maxes[i] = m
+        logsums[i] = np.log(s)
 
 
 @jit
@@ -33,11 +44,11 @@ def softmax_cross_entropy(x, t):
     """Integer labels t (N,): L = mean_n(logsumexp(x_n) - x_n[t_n]); y = softmax(x).   -> (L, y)"""
     n = x.shape[0]
     y = np.empty(x.shape, x.dtype)
-    lse = np.empty(n, np.float64)
-    _softmax_rows(x, y, lse)
+    maxes, logsums = np.empty(n, np.float64), np.empty(n, np.float64)
+    _softmax_rows(x, y, maxes, logsums)
     total = 0.0
     for i in range(n):
-        total += lse[i] - x[i, t[i]]
+        total += cross_entropy_term(logsums[i], maxes[i], x[i, t[i]])
     return total / n, y
 
 
@@ -59,13 +70,13 @@ def softmax_cross_entropy_onehot(x, t):
     """One-hot labels t (N, C): L = mean_n sum_c t_nc (logsumexp(x_n) - x_nc).   -> (L, y)"""
     n, c = x.shape
     y = np.empty(x.shape, x.dtype)
-    lse = np.empty(n, np.float64)
-    _softmax_rows(x, y, lse)
+    maxes, logsums = np.empty(n, np.float64), np.empty(n, np.float64)
+    _softmax_rows(x, y, maxes, logsums)
     total = 0.0
     for i in range(n):
         for j in range(c):
             if t[i, j] != 0:
-                total += t[i, j] * (lse[i] - x[i, j])
+                total += t[i, j] * cross_entropy_term(logsums[i], maxes[i], x[i, j])
     return total / n, y
 
 

@@ -3,8 +3,9 @@
 The net is a stack of affine layers (weights[i] (D_i, D_i+1), biases[i]) with one activation
 between them (0 relu, 1 sigmoid, 2 tanh) and softmax cross-entropy on top; weights and biases
 arrive as numba typed Lists holding the caller's arrays, which are updated in place.
-Every helper a fused kernel calls lives in this file: Numba's cache does not notice when a callee
-in another file changes.
+Every helper a fused kernel calls lives in this file (Numba's cache does not notice when a callee
+in another file changes), except softmax_ce.cross_entropy_term, a one-line formula: after editing
+it, clear the __pycache__ folders.
 """
 import numba
 import numpy as np
@@ -12,6 +13,7 @@ from numba import types
 from numba.np.linalg import ensure_blas
 
 from ._config import jit
+from .softmax_ce import cross_entropy_term  # a one-line formula; see its note on caching above
 
 RELU, SIGMOID, TANH = 0, 1, 2
 
@@ -36,7 +38,7 @@ def _activate(h, activation):
         for j in range(m):
             v = h[i, j]
             if activation == RELU:
-                h[i, j] = v if v > 0 else 0
+                h[i, j] = 0 if v <= 0 else v  # NaN stays NaN, as in the book's mask (x <= 0)
             elif activation == SIGMOID:
                 if v >= 0:
                     h[i, j] = 1 / (1 + np.exp(-v))
@@ -165,7 +167,7 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
                 e = np.exp(scores[i, j] - m)
                 d[i, j] = e
                 z += e
-            total += np.log(z) + m - scores[i, label]
+            total += cross_entropy_term(np.log(z), m, scores[i, label])
             scale = inv / z
             for j in range(scores.shape[1]):
                 d[i, j] = d[i, j] * scale

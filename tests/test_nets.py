@@ -103,7 +103,7 @@ def test_numerical_gradient_restores_x_and_handles_any_shape():
     g = numerical_gradient(lambda v: float(np.sum(v ** 3)), x)
     np.testing.assert_array_equal(x, keep)
     np.testing.assert_allclose(g, 3 * keep ** 2, rtol=1e-7, atol=1e-7)
-    with pytest.raises(TypeError, match="x must be a float numpy array"):
+    with pytest.raises(TypeError, match="x must be a float32 or float64 numpy array"):
         numerical_gradient(lambda v: 0.0, np.arange(3))
 
 
