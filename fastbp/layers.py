@@ -103,36 +103,36 @@ class Relu:
         return ops().relu_backward(dout, mask)
 
 
-class Sigmoid:
+class _ActivationOfOutput:
+    """A node whose backward needs only its own output y, kept in ``out`` as the book does."""
+
+    kernel = None  # "sigmoid" or "tanh": the <kernel>_forward / <kernel>_backward twins
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        name = type(self).__name__
+        self.out = getattr(ops(), f"{self.kernel}_forward")(_as_activation_input(name, x))
+        return self.out
+
+    def backward(self, dout):
+        y = self.out
+        dout = _check_dout(type(self).__name__, dout, None if y is None else y.shape,
+                           None if y is None else y.dtype)
+        return getattr(ops(), f"{self.kernel}_backward")(dout, y)
+
+
+class Sigmoid(_ActivationOfOutput):
     """y = 1 / (1 + exp(-x));  dx = dout * y * (1 - y).  ``out`` keeps y."""
 
-    def __init__(self):
-        self.out = None
-
-    def forward(self, x):
-        self.out = ops().sigmoid_forward(_as_activation_input("Sigmoid", x))
-        return self.out
-
-    def backward(self, dout):
-        y = self.out
-        dout = _check_dout("Sigmoid", dout, None if y is None else y.shape, None if y is None else y.dtype)
-        return ops().sigmoid_backward(dout, y)
+    kernel = "sigmoid"
 
 
-class Tanh:
+class Tanh(_ActivationOfOutput):
     """y = tanh(x);  dx = dout * (1 - y^2).  ``out`` keeps y."""
 
-    def __init__(self):
-        self.out = None
-
-    def forward(self, x):
-        self.out = ops().tanh_forward(_as_activation_input("Tanh", x))
-        return self.out
-
-    def backward(self, dout):
-        y = self.out
-        dout = _check_dout("Tanh", dout, None if y is None else y.shape, None if y is None else y.dtype)
-        return ops().tanh_backward(dout, y)
+    kernel = "tanh"
 
 
 class Affine:

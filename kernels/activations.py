@@ -10,6 +10,29 @@ from ._config import jit
 
 
 @jit
+def sigmoid_scalar(v):
+    """1 / (1 + exp(-v)) without overflow: exp only ever sees -|v|."""
+    if v >= 0:
+        return 1 / (1 + np.exp(-v))
+    e = np.exp(v)
+    return e / (1 + e)
+
+
+@jit
+def tanh_scalar(v):
+    """tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|): one exp, ~2.5x faster than libm's
+    tanh here (no SVML). Below |v| = 0.25, 1 - e would cancel, so expm1 gives it exactly."""
+    a = abs(v)
+    if a < 0.25:
+        e = np.expm1(-2 * a)
+        r = -e / (2 + e)
+    else:
+        e = np.exp(-2 * a)
+        r = (1 - e) / (1 + e)
+    return r if v >= 0 else -r
+
+
+@jit
 def relu_forward(x):
     """y = x where x > 0 else 0; mask = (x <= 0), kept for backward.   -> (y, mask)"""
     xc = np.ascontiguousarray(x)
@@ -43,12 +66,7 @@ def sigmoid_forward(x):
     y = np.empty_like(xc)
     xf, yf = xc.reshape(-1), y.reshape(-1)
     for i in range(xf.size):
-        v = xf[i]
-        if v >= 0:
-            yf[i] = 1 / (1 + np.exp(-v))
-        else:
-            e = np.exp(v)
-            yf[i] = e / (1 + e)
+        yf[i] = sigmoid_scalar(xf[i])
     return y
 
 
@@ -70,7 +88,7 @@ def tanh_forward(x):
     y = np.empty_like(xc)
     xf, yf = xc.reshape(-1), y.reshape(-1)
     for i in range(xf.size):
-        yf[i] = np.tanh(xf[i])
+        yf[i] = tanh_scalar(xf[i])
     return y
 
 

@@ -4,8 +4,9 @@ The net is a stack of affine layers (weights[i] (D_i, D_i+1), biases[i]) with on
 between them (0 relu, 1 sigmoid, 2 tanh) and softmax cross-entropy on top; weights and biases
 arrive as numba typed Lists holding the caller's arrays, which are updated in place.
 Every helper a fused kernel calls lives in this file (Numba's cache does not notice when a callee
-in another file changes), except softmax_ce.cross_entropy_term, a one-line formula: after editing
-it, clear the __pycache__ folders.
+in another file changes), except the scalar formulas shared with the layer kernels
+(activations.sigmoid_scalar, tanh_scalar, softmax_ce.cross_entropy_term): after editing one of
+those, clear the __pycache__ folders of kernels/.
 """
 import numba
 import numpy as np
@@ -13,7 +14,8 @@ from numba import types
 from numba.np.linalg import ensure_blas
 
 from ._config import jit
-from .softmax_ce import cross_entropy_term  # a one-line formula; see its note on caching above
+from .activations import sigmoid_scalar, tanh_scalar  # small formulas: see the caching note above
+from .softmax_ce import cross_entropy_term
 
 RELU, SIGMOID, TANH = 0, 1, 2
 
@@ -40,13 +42,9 @@ def _activate(h, activation):
             if activation == RELU:
                 h[i, j] = 0 if v <= 0 else v  # NaN stays NaN, as in the book's mask (x <= 0)
             elif activation == SIGMOID:
-                if v >= 0:
-                    h[i, j] = 1 / (1 + np.exp(-v))
-                else:
-                    e = np.exp(v)
-                    h[i, j] = e / (1 + e)
+                h[i, j] = sigmoid_scalar(v)
             else:
-                h[i, j] = np.tanh(v)
+                h[i, j] = tanh_scalar(v)
 
 
 @jit
