@@ -1,0 +1,1 @@
+"""asv benchmarks of fastbp: see ../README.md."""

@@ -1,0 +1,99 @@
+"""Every (reference, kernel) pair of ``fastbp.TWINS``, timed on the same seeded inputs.
+
+One table, ``common.KERNEL_CASES``, lists every kernel with its input maker and its group; the
+``time_<name>`` methods below are generated from it, one per kernel, on the class of its group:
+
+    Elementwise  relu/sigmoid/tanh forward and backward on (batch, 50)       batch 1, 100, 1000
+    SoftmaxCE    the four softmax cross-entropy kernels on (batch, 10)       batch 1, 100, 1000
+    Affine       affine_forward/backward(_params), x (batch, 784), W (784, hidden)
+    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net
+
+The import fails (so ``asv check`` fails) when the table and ``fastbp.TWINS`` disagree: a kernel
+added without a benchmark is noticed at once, not silently left untimed. Compare the two backends
+of one row as a ratio; absolute times drift on shared machines.
+"""
+from fastbp import TWINS
+
+from . import common
+from .common import BACKENDS, DTYPES, HIDDEN, KERNEL_CASES, N_CLASSES
+
+if set(KERNEL_CASES) != set(TWINS):
+    raise RuntimeError(
+        "asv_bench/benchmarks/common.py KERNEL_CASES must cover exactly fastbp.TWINS; "
+        f"missing {sorted(set(TWINS) - set(KERNEL_CASES))}, "
+        f"unknown {sorted(set(KERNEL_CASES) - set(TWINS))}")
+
+BATCHES = [1, 100, 1000]
+SHAPES = ["100x50", "100x300", "1000x50"]   # batch x hidden, inputs 784
+
+
+class _KernelGroup:
+    """Base of the generated classes: setup picks the backend's function for each kernel of the
+    group and its (memoised, already warmed) arguments; the time_ methods hold only the call."""
+    group = None
+    timeout = 120
+    # Each sample is one call after a (memoised, so cheap) setup; take many and keep the median.
+    repeat = (10, 100, 1.0)
+
+    def size(self, param):
+        raise NotImplementedError
+
+    def setup(self, backend, dtype, param):
+        n, width = self.size(param)
+        which = BACKENDS.index(backend)  # TWINS[name] is (reference, kernel)
+        self.fn, self.args = {}, {}
+        for name, (group, _) in KERNEL_CASES.items():
+            if group == self.group:
+                self.fn[name] = TWINS[name][which]
+                self.args[name] = common.kernel_args(name, n, width, dtype)
+
+
+class Elementwise(_KernelGroup):
+    group = "elementwise"
+    params = (BACKENDS, list(DTYPES), BATCHES)
+    param_names = ["backend", "dtype", "batch"]
+
+    def size(self, batch):
+        return batch, HIDDEN
+
+
+class SoftmaxCE(_KernelGroup):
+    group = "softmax"
+    params = (BACKENDS, list(DTYPES), BATCHES)
+    param_names = ["backend", "dtype", "batch"]
+
+    def size(self, batch):
+        return batch, N_CLASSES
+
+
+class Affine(_KernelGroup):
+    group = "affine"
+    params = (BACKENDS, list(DTYPES), SHAPES)
+    param_names = ["backend", "dtype", "shape"]
+
+    def size(self, shape):
+        return common.parse_shape(shape)
+
+
+class Net(_KernelGroup):
+    group = "net"
+    params = (BACKENDS, list(DTYPES), SHAPES)
+    param_names = ["backend", "dtype", "shape"]
+
+    def size(self, shape):
+        return common.parse_shape(shape)
+
+
+def _timer(name):
+    def timer(self, backend, dtype, param):
+        self.fn[name](*self.args[name])
+    timer.__name__ = timer.__qualname__ = f"time_{name}"
+    timer.__doc__ = f"fastbp.TWINS[{name!r}] on the chosen backend."
+    return timer
+
+
+_CLASSES = {cls.group: cls for cls in (Elementwise, SoftmaxCE, Affine, Net)}
+for _name, (_group, _) in KERNEL_CASES.items():
+    if _group not in _CLASSES:
+        raise RuntimeError(f"KERNEL_CASES[{_name!r}]: no benchmark class for group {_group!r}")
+    setattr(_CLASSES[_group], f"time_{_name}", _timer(_name))
