@@ -27,7 +27,7 @@ def _softmax_rows(x, y, maxes, logsums):
         for j in range(1, c):
             if x[i, j] > m:
                 m = x[i, j]
-        s = 0.0
+        s = np.float64(0.0)  # (a bare 0.0 would stay float32 when NUMBA_DISABLE_JIT=1)
         for j in range(c):
             e = np.exp(x[i, j] - m)
             y[i, j] = e

@@ -65,7 +65,8 @@ def _activation_backward(d, y, activation):
 
 def _gemm_numpy(a, trans_a, b, trans_b, c, alpha, beta):
     """_gemm for NUMBA_DISABLE_JIT=1 runs, where the BLAS symbol cannot be called from Python."""
-    c[...] = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b)) + beta * c
+    product = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
+    c[...] = product if beta == 0 else product + beta * c  # like BLAS, beta = 0 never reads c
 
 
 @jit
@@ -160,7 +161,7 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
             for j in range(1, scores.shape[1]):
                 if scores[i, j] > m:
                     m = scores[i, j]
-            z = 0.0
+            z = np.float64(0.0)
             for j in range(scores.shape[1]):
                 e = np.exp(scores[i, j] - m)
                 d[i, j] = e
