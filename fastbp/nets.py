@@ -10,32 +10,25 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import _checks
+from . import _checks, reference
 from .gradcheck import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}
-ACTIVATION_CODES = {Relu: 0, Sigmoid: 1, Tanh: 2}  # the kernels' codes, see kernels/step.py
+ACTIVATION_CODES = {Relu: reference.RELU, Sigmoid: reference.SIGMOID, Tanh: reference.TANH}
 
 
 class _Net:
     """What TwoLayerNet and MultiLayerNet share: everything but building the layers."""
 
-    @property
-    def lastLayer(self):  # the book's TwoLayerNet spelling
+    def _get_last_layer(self):
         return self._last_layer
 
-    @lastLayer.setter
-    def lastLayer(self, layer):
+    def _set_last_layer(self, layer):
         self._last_layer = layer
 
-    @property
-    def last_layer(self):  # the book's MultiLayerNet spelling
-        return self._last_layer
-
-    @last_layer.setter
-    def last_layer(self, layer):
-        self._last_layer = layer
+    # the book's TwoLayerNet says lastLayer, its MultiLayerNet last_layer: both name one layer
+    lastLayer = last_layer = property(_get_last_layer, _set_last_layer)
 
     @property
     def dtype(self):

@@ -60,8 +60,3 @@ def jit_exact(fn):
     when such a function is inlined into a ``jit`` kernel."""
     return numba.njit(cache=CACHE, fastmath=FASTMATH - {"reassoc"}, error_model=ERROR_MODEL,
                       nogil=True)(fn)
-
-
-def pjit(fn):
-    """``numba.njit(parallel=True)`` with fastbp's flags, for kernels where two threads pay."""
-    return jit(fn, parallel=True)
