@@ -15,9 +15,12 @@ import tempfile
 import time
 
 import numpy as np
+from numba import typed
 
 from .backend import use_backend
+from .kernels import step
 from .nets import MultiLayerNet, TwoLayerNet
+from .threads import blas_threads, limited_blas
 from .training import fit
 
 
@@ -111,6 +114,50 @@ def matmul_floor(sizes, batch_size, dtype, repeat=200):
     return total
 
 
+STAGES = [  # (stage of kernels.step, what it adds to a step)
+    (step.GATHER, "gather the batch rows (copy from x)"),
+    (step.FORWARD, "forward: bias + h @ W (BLAS), activation"),
+    (step.LOSS, "softmax cross-entropy and its gradient"),
+    (step.BACKWARD, "backward: dx = d @ W.T (BLAS), activation gradients"),
+    (step.WEIGHTS, "weight updates: W -= lr * h.T @ d (one BLAS call)"),
+    (step.BIASES, "bias updates: b -= lr * sum(d)"),
+]
+
+
+def profile_step(sizes, x, t, iters, batch_size, dtype, repeats=7):
+    """Where a step of ``fit`` goes: [(stage label, seconds per step)], by cumulative ablation.
+
+    A profiler cannot see inside compiled code, so the step is run with its first k stages only,
+    for every k, interleaved and repeated (median); a stage's time is what adding it costs. The
+    batches are the same for every k, and the BLAS threads those of ``fit``.
+    """
+    net = _net(sizes, dtype)
+    weights, biases, activation = net.stack()
+    weights, biases = typed.List(weights), typed.List(biases)
+    batches = np.random.default_rng(1).integers(0, len(x), (iters, batch_size))
+    losses = np.zeros(iters)
+    seconds = {stage: [] for stage, _ in STAGES}
+    with limited_blas():
+        step._sgd_step_stages(x, t, batches[:2], weights, biases, activation, 0.1, losses, step.BIASES)
+        for _ in range(repeats):
+            for stage in seconds:
+                start = time.perf_counter()
+                step._sgd_step_stages(x, t, batches, weights, biases, activation, 0.1, losses, stage)
+                seconds[stage].append((time.perf_counter() - start) / iters)
+    cumulative = [0.0] + [float(np.median(seconds[stage])) for stage, _ in STAGES]
+    return [(label, after - before)
+            for (_, label), before, after in zip(STAGES, cumulative, cumulative[1:])]
+
+
+def print_profile(name, stages):
+    total = sum(seconds for _, seconds in stages)
+    print(f"\nwhere a step of fastbp fit goes, {name} (each stage: what adding it to the step costs)")
+    print(f"  {'stage':<64} {'us/step':>9} {'share':>6}")
+    for label, seconds in stages:
+        print(f"  {label:<64} {1e6 * seconds:9.1f} {seconds / total:6.0%}")
+    print(f"  {'the whole step':<64} {1e6 * total:9.1f}")
+
+
 def startup_seconds():
     """(cold, warm): `fit` of one step in a fresh interpreter with an empty, then a filled cache."""
     code = ("import numpy as np, fastbp;"
@@ -136,7 +183,8 @@ def main(args):
         torch_version = None
     print(f"fastbp bench: batch {args.batch_size}, {args.dtype}, SGD lr 0.1, {args.iters} iterations "
           f"per path, MNIST-shaped synthetic data (10,000 x 784, 81% zeros); {os.cpu_count()} cores; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+          f"BLAS threads in fit: {blas_threads()} (FASTBP_BLAS_THREADS)")
     for sizes in ([784, 50, 10], [784, 256, 128, 10]):
         name = "-".join(map(str, sizes)) + " relu"
         reference = time_fit("reference", sizes, x, t, args.iters, args.batch_size, dtype)
@@ -150,14 +198,17 @@ def main(args):
         if torch_version:
             rows.append((f"PyTorch {torch_version} CPU eager", time_torch(
                 sizes, x, t, args.iters, args.batch_size, dtype)))
-        floor = matmul_floor(sizes, args.batch_size, dtype)
+        with limited_blas():
+            floor = matmul_floor(sizes, args.batch_size, dtype)
         print(f"\n{name}")
         print(f"  {'path':<64} {'us/iter':>9} {'vs reference':>13}")
         for label, seconds in rows:
             print(f"  {label:<64} {1e6 * seconds:9.1f} {reference / seconds:12.2f}x")
-        print(f"  {'matmul floor (the BLAS products of one step, NumPy)':<64} {1e6 * floor:9.1f}")
+        print(f"  {'matmul floor (the BLAS products of one step, NumPy, as fit)':<64} {1e6 * floor:9.1f}")
         if not torch_version and sizes == [784, 50, 10]:
             print("  (PyTorch not installed: pip install torch to add it as a peer)")
+        if args.profile:
+            print_profile(name, profile_step(sizes, x, t, args.iters, args.batch_size, dtype))
     if args.startup:
         cold, warm = startup_seconds()
         print(f"\nstart-up, import + fit of 1 step in a fresh interpreter: {cold:.2f} s with an empty "

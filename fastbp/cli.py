@@ -257,6 +257,8 @@ def parser():
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     b.add_argument("--startup", action="store_true",
                    help="also time import + first fit in fresh interpreters, cold and warm cache")
+    b.add_argument("--profile", action="store_true",
+                   help="also show where a step of fit goes, stage by stage")
     b.set_defaults(run=cmd_bench)
     return p
 

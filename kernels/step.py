@@ -126,13 +126,48 @@ def predict_labels(x, weights, biases, activation):
     return labels
 
 
-@jit
-def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
-    """One SGD step per row of batches (S, B); losses[s] = batch loss before the update.
+# The stages of one SGD step, in order. sgd_steps runs them all; ``fastbp bench --profile`` runs
+# prefixes of them (_sgd_step_stages with upto < BIASES) to measure what each stage adds.
+GATHER, FORWARD, LOSS, BACKWARD, WEIGHTS, BIASES = 1, 2, 3, 4, 5, 6
 
-    Step s: forward on rows batches[s] of x (M, D) with labels t (M,), softmax-CE, backward,
-    W -= lr * dW and b -= lr * db for every layer, in place.
-    """
+
+@jit
+def _gather_rows(x, rows, out):
+    """out[i] = x[rows[i]]. Element loops: a row-slice copy (out[i, :] = x[r]) measured 2x slower."""
+    for i in range(out.shape[0]):
+        r = rows[i]
+        for j in range(out.shape[1]):
+            out[i, j] = x[r, j]
+
+
+@jit
+def _softmax_ce_gradient(scores, t, rows, d):
+    """d = (softmax(scores) - onehot(t[rows])) / N; returns the mean cross-entropy."""
+    size, classes = scores.shape
+    inv = 1.0 / size
+    total = 0.0
+    for i in range(size):
+        label = t[rows[i]]
+        m = scores[i, 0]
+        for j in range(1, classes):
+            if scores[i, j] > m:
+                m = scores[i, j]
+        z = np.float64(0.0)
+        for j in range(classes):
+            e = np.exp(scores[i, j] - m)
+            d[i, j] = e
+            z += e
+        total += cross_entropy_term(np.log(z), m, scores[i, label])
+        scale = inv / z
+        for j in range(classes):
+            d[i, j] = d[i, j] * scale
+        d[i, label] -= inv
+    return total * inv
+
+
+@jit
+def _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, upto):
+    """sgd_steps doing only the stages GATHER..upto of every step (upto = BIASES: all of them)."""
     last = len(weights) - 1
     steps, size = batches.shape
     dtype = x.dtype
@@ -141,47 +176,41 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
     douts = []
     for layer in range(last + 1):
         acts.append(np.empty((size, weights[layer].shape[1]), dtype))
-        douts.append(np.empty((size, weights[layer].shape[1]), dtype))
-    inv = 1.0 / size
+        douts.append(np.zeros((size, weights[layer].shape[1]), dtype))
     for s in range(steps):
         rows = batches[s]
-        xb = acts[0]
-        for i in range(size):
-            xb[i, :] = x[rows[i]]
-        for layer in range(last + 1):
-            _affine_into(acts[layer], weights[layer], biases[layer], acts[layer + 1])
-            if layer < last:
-                _activate(acts[layer + 1], activation)
-        # softmax cross-entropy: douts[last] = (softmax(scores) - onehot(t)) / size
-        scores, d = acts[last + 1], douts[last]
-        total = 0.0
-        for i in range(size):
-            label = t[rows[i]]
-            m = scores[i, 0]
-            for j in range(1, scores.shape[1]):
-                if scores[i, j] > m:
-                    m = scores[i, j]
-            z = np.float64(0.0)
-            for j in range(scores.shape[1]):
-                e = np.exp(scores[i, j] - m)
-                d[i, j] = e
-                z += e
-            total += cross_entropy_term(np.log(z), m, scores[i, label])
-            scale = inv / z
-            for j in range(scores.shape[1]):
-                d[i, j] = d[i, j] * scale
-            d[i, label] -= inv
-        losses[s] = total * inv
+        _gather_rows(x, rows, acts[0])
+        if upto >= FORWARD:
+            for layer in range(last + 1):
+                _affine_into(acts[layer], weights[layer], biases[layer], acts[layer + 1])
+                if layer < last:
+                    _activate(acts[layer + 1], activation)
+        if upto >= LOSS:
+            losses[s] = _softmax_ce_gradient(acts[last + 1], t, rows, douts[last])
+        if upto < BACKWARD:
+            continue
         for layer in range(last, -1, -1):
             d = douts[layer]
             W, b = weights[layer], biases[layer]
             if layer > 0:  # dx with the weights of this step, before the update
                 _gemm(d, False, W, True, douts[layer - 1], 1.0, 0.0)
-            _gemm(acts[layer], True, d, False, W, -lr, 1.0)  # W -= lr * x.T @ d, in one call
-            for j in range(W.shape[1]):
-                db = d[0, j]
-                for i in range(1, size):
-                    db += d[i, j]
-                b[j] -= lr * db
+            if upto >= WEIGHTS:
+                _gemm(acts[layer], True, d, False, W, -lr, 1.0)  # W -= lr * x.T @ d, in one call
+            if upto >= BIASES:
+                for j in range(W.shape[1]):
+                    db = d[0, j]
+                    for i in range(1, size):
+                        db += d[i, j]
+                    b[j] -= lr * db
             if layer > 0:
                 _activation_backward(douts[layer - 1], acts[layer], activation)
+
+
+@jit
+def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
+    """One SGD step per row of batches (S, B); losses[s] = batch loss before the update.
+
+    Step s: forward on rows batches[s] of x (M, D) with labels t (M,), softmax-CE, backward,
+    W -= lr * dW and b -= lr * db for every layer, in place.
+    """
+    _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, BIASES)

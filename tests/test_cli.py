@@ -99,7 +99,7 @@ def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
 
 
 def test_bench_prints_both_nets_side_by_side():
-    out = run("bench", "--iters", "3")
+    out = run("bench", "--iters", "3", "--profile")
     assert out.returncode == 0, out.stderr
     for net in ("784-50-10 relu", "784-256-128-10 relu"):
         assert net in out.stdout
@@ -109,6 +109,11 @@ def test_bench_prints_both_nets_side_by_side():
     assert labels.count("NumPy reference, layer by layer (fit on the reference backend)") == 2
     assert all(float(ratio) > 0 for _, _, ratio in rows)
     assert out.stdout.count("matmul floor") == 2
+    # --profile: every stage of the compiled step, for both nets, then the step's total
+    from fastbp.bench import STAGES
+    for _, label in STAGES:
+        assert out.stdout.count(f"  {label} ") == 2, (label, out.stdout)
+    assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 2, out.stdout
 
 
 def test_console_script_is_installed():
