@@ -15,7 +15,6 @@ import tempfile
 import time
 
 import numpy as np
-from numba import typed
 
 from .backend import use_backend
 from .kernels import step
@@ -133,7 +132,6 @@ def profile_step(sizes, x, t, iters, batch_size, dtype, repeats=7):
     """
     net = _net(sizes, dtype)
     weights, biases, activation = net.stack()
-    weights, biases = typed.List(weights), typed.List(biases)
     batches = np.random.default_rng(1).integers(0, len(x), (iters, batch_size))
     losses = np.zeros(iters)
     seconds = {stage: [] for stage, _ in STAGES}

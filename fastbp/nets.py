@@ -100,7 +100,7 @@ class _Net:
                 raise ValueError(f"fit: layer {i + 1} has W {W.shape} {W.dtype}, which does not "
                                  f"follow layer {i} ({affines[i - 1].W.shape} {affines[i - 1].W.dtype})")
         code = ACTIVATION_CODES[kinds.pop()] if kinds else 0
-        return [layer.W for layer in affines], [layer.b for layer in affines], code
+        return tuple(layer.W for layer in affines), tuple(layer.b for layer in affines), code
 
 
 def _sizes(**sizes):

@@ -170,8 +170,9 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
                 dx, dW, db = affine_backward(inputs[layer], weights[layer], dout)
             else:
                 dW, db = affine_backward_params(inputs[layer], dout)
-            weights[layer] -= lr * dW
-            biases[layer] -= lr * db
+            W, b = weights[layer], biases[layer]  # the caller's arrays, updated in place
+            W -= lr * dW
+            b -= lr * db
             if layer > 0:
                 cache = caches[layer - 1]
                 if activation == RELU:

@@ -5,7 +5,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import typed
 
 from . import _checks
 from .backend import ops
@@ -109,7 +108,6 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     eval_every = per_epoch if eval_every is None else _checks.positive_int("eval_every", eval_every)
     rng = np.random.default_rng(seed)
 
-    weights, biases = typed.List(weights), typed.List(biases)
     kernels = ops()
     history = History(loss=np.zeros(iters))
     with limited_blas():

@@ -2,7 +2,9 @@
 
 The net is a stack of affine layers (weights[i] (D_i, D_i+1), biases[i]) with one activation
 between them (0 relu, 1 sigmoid, 2 tanh) and softmax cross-entropy on top; weights and biases
-arrive as numba typed Lists holding the caller's arrays, which are updated in place.
+arrive as tuples of the caller's arrays (C-contiguous, one dtype), which are updated in place.
+Tuples, not numba typed Lists: a typed List is compiled anew in every process (~1 s per start),
+while a function taking a tuple is compiled once per number of layers and then cached.
 Every helper a fused kernel calls lives in this file (Numba's cache does not notice when a callee
 in another file changes), except the scalar formulas shared with the layer kernels
 (activations.sigmoid_scalar, tanh_scalar, softmax_ce.cross_entropy_term): after editing one of

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba import typed
 
 import fastbp.kernels as kernels
 import fastbp.reference as reference
@@ -44,9 +43,9 @@ def onehot(rng, n, c, dtype):
 
 
 def net(rng, sizes, dtype):
-    ws = typed.List([(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
-                     for a, b in zip(sizes, sizes[1:])])
-    bs = typed.List([(0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:]])
+    ws = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+               for a, b in zip(sizes, sizes[1:]))
+    bs = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:])
     return ws, bs
 
 
@@ -92,17 +91,16 @@ CASES = {
 
 
 def copy_args(args):
-    # (with NUMBA_DISABLE_JIT=1, typed.List gives a plain list)
-    return tuple(typed.List([a.copy() for a in v]) if isinstance(v, (list, typed.List))
+    return tuple(tuple(a.copy() for a in v) if isinstance(v, tuple)
                  else v.copy() if isinstance(v, np.ndarray) else v for v in args)
 
 
 def assert_same(ref, got, dtype, what):
-    """Recursively compare results (arrays, tuples, typed Lists, scalars) with the dtype's tolerance."""
+    """Recursively compare results (arrays, tuples, lists, scalars) with the dtype's tolerance."""
     if ref is None:
         assert got is None, what
         return
-    if isinstance(ref, (tuple, list, typed.List)):
+    if isinstance(ref, (tuple, list)):
         assert len(ref) == len(got), what
         for i, (a, b) in enumerate(zip(ref, got)):
             assert_same(a, b, dtype, f"{what}[{i}]")
@@ -240,8 +238,8 @@ def test_sgd_step_follows_the_gradient(rng, activation):
 
     def loss(_):
         losses = np.zeros(1)
-        kernels.sgd_steps(x, t, batch, typed.List([w.copy() for w in ws]),
-                          typed.List([b.copy() for b in bs]), activation, 1e-300, losses)
+        kernels.sgd_steps(x, t, batch, tuple(w.copy() for w in ws),
+                          tuple(b.copy() for b in bs), activation, 1e-300, losses)
         return losses[0]  # lr ~ 0: the loss before the update, as a function of the parameters
 
     numeric = [numerical_gradient(loss, p) for p in params]

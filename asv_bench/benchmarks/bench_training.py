@@ -7,7 +7,7 @@ Each sample trains a freshly initialised net (asv re-runs setup between samples)
 
 Import / FirstFit (``timeraw_``, each sample a fresh interpreter): importing numba (the baseline)
 and fastbp, and importing fastbp plus a 1-iteration fit with Numba's on-disk cache filled (what
-every run pays: import, typed-List compilation, cache loads) and empty (the first run after install
+every run pays: import and cache loads) and empty (the first run after install
 or after a kernel changed: the compile time).
 """
 import functools
@@ -27,7 +27,7 @@ DTYPE = "float32"
 @functools.lru_cache(maxsize=None)
 def _warm_fit(backend, dtype):
     """One tiny fit: compiles (or loads from Numba's cache) sgd_steps and predict_labels for
-    ``dtype``, and numba's typed List for the weights (compiled in every process, never cached)."""
+    ``dtype``."""
     x, t = common.mnist_like(BATCH, dtype)
     with fastbp.use_backend(backend):
         fastbp.fit(common.make_net("784-50-10", dtype), x, t, iters=1, batch_size=BATCH, lr=LR)

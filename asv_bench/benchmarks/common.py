@@ -12,7 +12,6 @@ Nothing here is named ``time_*``/``track_*``/``peakmem_*``/``timeraw_*``: asv wo
 import functools
 
 import numpy as np
-from numba import typed
 
 import fastbp
 
@@ -65,12 +64,12 @@ def mnist_onehot(n, dtype="float32", seed=0):
 
 
 def net_params(sizes, dtype, seed=1):
-    """He-initialised (weights, biases) as numba typed Lists, what fastbp's whole-net kernels take."""
+    """He-initialised (weights, biases) as tuples of arrays, what fastbp's whole-net kernels take."""
     r = rng(seed)
     dt = DTYPES[dtype]
-    ws = typed.List([(r.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(dt)
-                     for a, b in zip(sizes, sizes[1:])])
-    bs = typed.List([np.zeros(b, dt) for b in sizes[1:]])
+    ws = tuple((r.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(dt)
+               for a, b in zip(sizes, sizes[1:]))
+    bs = tuple(np.zeros(b, dt) for b in sizes[1:])
     return ws, bs
 
 
