@@ -1,13 +1,15 @@
 """``fastbp bench``: the speed-up on this machine, measured in one run, as ratios.
 
-Every path trains the same net on the same MNIST-shaped data with the same batches:
-the NumPy reference (``fastbp.reference`` through ``fit``, layer by layer as the book does it),
-fastbp's compiled ``fit``, the book-style Python loop over ``TwoLayerNet.gradient`` on both
-backends, and PyTorch on the CPU when it is installed. The "matmul floor" is the time BLAS
-takes for the products a step cannot avoid (forward and weight gradient of every layer, dx of all
-but the first), measured in the same run. Absolute times drift on shared machines; the ratios
-measured side by side are the result.
+Every path trains the same net shape on the same MNIST-shaped data: the NumPy reference
+(``fastbp.reference`` through ``fit``, layer by layer as the book does it), fastbp's compiled
+``fit``, the book-style Python loop over ``TwoLayerNet.gradient`` on both backends, and, when they
+are installed, PyTorch (CPU, eager) and JAX (the whole loop jitted) as peers. The "matmul floor" is
+the time BLAS takes for the products a step cannot avoid (forward and weight gradient of every
+layer, dx of all but the first), with fit's BLAS thread count, measured in the same run. Absolute
+times drift on shared machines; the ratios measured side by side are the result.
 """
+import contextlib
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -94,6 +96,52 @@ def time_torch(sizes, x, t, iters, batch_size, dtype):
     return (time.perf_counter() - start) / iters
 
 
+def time_jax(sizes, x, t, iters, batch_size, dtype):
+    """JAX as its users write the fast version: the whole loop one jitted ``lax.scan`` over steps,
+    each gathering its batch from the dataset on the device. A warm-up call with the same shapes
+    compiles it, so the timed call does not."""
+    import jax
+    import jax.numpy as jnp
+
+    # x64 is a global JAX switch: turn it on for float64 only, and only inside this function.
+    precision = jax.enable_x64(True) if dtype == np.float64 else contextlib.nullcontext()
+    batches = np.random.default_rng(1).integers(0, len(x), (2 * iters, batch_size))
+    rng = np.random.default_rng(0)
+    init = [(0.01 * rng.standard_normal((a, b))).astype(dtype) for a, b in zip(sizes, sizes[1:])]
+
+    def loss(params, x_batch, t_batch):
+        h = x_batch
+        for W, b in params[:-1]:
+            h = jax.nn.relu(h @ W + b)
+        W, b = params[-1]
+        log_p = jax.nn.log_softmax(h @ W + b)
+        return -jnp.mean(jnp.take_along_axis(log_p, t_batch[:, None], axis=1))
+
+    @jax.jit
+    def train(params, xs, ts, batches):  # the data as arguments: closed over, it would be a constant
+        def step(params, rows):
+            value, grads = jax.value_and_grad(loss)(params, xs[rows], ts[rows])
+            return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+        return jax.lax.scan(step, params, batches)
+
+    with precision:
+        params = [(jnp.asarray(W), jnp.zeros(W.shape[1], dtype)) for W in init]
+        xs, ts = jnp.asarray(x), jnp.asarray(t, jnp.int32)
+        jax.block_until_ready(train(params, xs, ts, jnp.asarray(batches[:iters])))  # compiles
+        timed = jnp.asarray(batches[iters:])
+        start = time.perf_counter()
+        jax.block_until_ready(train(params, xs, ts, timed))
+        return (time.perf_counter() - start) / iters
+
+
+def _version(distribution):
+    """The installed version of an optional peer, without importing it (that starts thread pools)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def matmul_floor(sizes, batch_size, dtype, repeat=200):
     """Seconds per step for the BLAS products a step must do (NumPy's BLAS, same data shapes)."""
     rng = np.random.default_rng(0)
@@ -171,44 +219,73 @@ def startup_seconds():
     return times
 
 
+NETS = ([784, 50, 10], [784, 256, 128, 10])
+
+
 def main(args):
     dtype = np.dtype(args.dtype).type
     x, t = mnist_like(dtype=dtype)
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
+    measure = dict(x=x, t=t, iters=args.iters, batch_size=args.batch_size, dtype=dtype)
+    torch_version, jax_version = _version("torch"), _version("jax")
     print(f"fastbp bench: batch {args.batch_size}, {args.dtype}, SGD lr 0.1, {args.iters} iterations "
           f"per path, MNIST-shaped synthetic data (10,000 x 784, 81% zeros); {os.cpu_count()} cores; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"BLAS threads in fit: {blas_threads()} (FASTBP_BLAS_THREADS)")
-    for sizes in ([784, 50, 10], [784, 256, 128, 10]):
-        name = "-".join(map(str, sizes)) + " relu"
-        reference = time_fit("reference", sizes, x, t, args.iters, args.batch_size, dtype)
-        rows = [("NumPy reference, layer by layer (fit on the reference backend)", reference),
-                ("fastbp fit (compiled epochs)", time_fit("kernels", sizes, x, t, args.iters,
-                                                          args.batch_size, dtype)),
-                ("book-style Python loop, reference layers", time_book_loop(
-                    "reference", sizes, x, t, args.iters, args.batch_size, dtype)),
-                ("book-style Python loop, fastbp layers", time_book_loop(
-                    "kernels", sizes, x, t, args.iters, args.batch_size, dtype))]
-        if torch_version:
-            rows.append((f"PyTorch {torch_version} CPU eager", time_torch(
-                sizes, x, t, args.iters, args.batch_size, dtype)))
+          f"BLAS threads in fit: {blas_threads()} (FASTBP_BLAS_THREADS)", flush=True)
+    paths = [
+        ("NumPy reference, layer by layer (fit on the reference backend)",
+         lambda sizes: time_fit("reference", sizes, **measure)),
+        ("fastbp fit (compiled epochs)", lambda sizes: time_fit("kernels", sizes, **measure)),
+        ("book-style Python loop, reference layers",
+         lambda sizes: time_book_loop("reference", sizes, **measure)),
+        ("book-style Python loop, fastbp layers",
+         lambda sizes: time_book_loop("kernels", sizes, **measure)),
+    ]
+    # The peers run after every fastbp and reference path, so their thread pools (which keep
+    # spinning for a while after use) cannot slow those down.
+    peers = ([(f"PyTorch {torch_version} CPU eager", lambda sizes: time_torch(sizes, **measure))]
+             if torch_version else [])
+    peers += ([(f"JAX {jax_version}, whole loop jitted (lax.scan)", lambda sizes: time_jax(sizes, **measure))]
+              if jax_version else [])
+    results = {}
+    for sizes in NETS:
+        rows = [(label, _progress(label, sizes, timer)) for label, timer in paths]
         with limited_blas():
             floor = matmul_floor(sizes, args.batch_size, dtype)
+        profile = _progress("profile", sizes, lambda s: profile_step(s, **measure)) if args.profile else None
+        results[tuple(sizes)] = rows, floor, profile
+    for sizes in NETS:
+        results[tuple(sizes)][0].extend((label, _progress(label, sizes, timer)) for label, timer in peers)
+    print(" " * 79, end="\r", file=sys.stderr)
+
+    for sizes in NETS:
+        rows, floor, profile = results[tuple(sizes)]
+        name = "-".join(map(str, sizes)) + " relu"
+        reference = rows[0][1]
         print(f"\n{name}")
         print(f"  {'path':<64} {'us/iter':>9} {'vs reference':>13}")
         for label, seconds in rows:
             print(f"  {label:<64} {1e6 * seconds:9.1f} {reference / seconds:12.2f}x")
         print(f"  {'matmul floor (the BLAS products of one step, NumPy, as fit)':<64} {1e6 * floor:9.1f}")
-        if not torch_version and sizes == [784, 50, 10]:
-            print("  (PyTorch not installed: pip install torch to add it as a peer)")
-        if args.profile:
-            print_profile(name, profile_step(sizes, x, t, args.iters, args.batch_size, dtype))
+        missing = [peer for peer, version in (("torch", torch_version), ("jax", jax_version)) if not version]
+        if missing and sizes == NETS[0]:
+            print(f"  (not installed, so not compared: {', '.join(missing)}; pip install them to add "
+                  f"them as peers)")
+        if profile:
+            print_profile(name, profile)
     if args.startup:
         cold, warm = startup_seconds()
         print(f"\nstart-up, import + fit of 1 step in a fresh interpreter: {cold:.2f} s with an empty "
               f"Numba cache, {warm:.2f} s with a warm one")
     return 0
+
+
+def _progress(label, sizes, timer):
+    """timer(sizes), saying on stderr what is being measured (a full run takes minutes).
+
+    It first waits 0.3 s: OpenBLAS threads keep spinning ~0.1 s after their last call, and the
+    previous path's pool (NumPy's or SciPy's) would otherwise compete with this one's for the cores.
+    """
+    print(f"measuring {'-'.join(map(str, sizes))}: {label}"[:79].ljust(79), end="\r", file=sys.stderr,
+          flush=True)
+    time.sleep(0.3)
+    return timer(sizes)

@@ -251,7 +251,7 @@ def parser():
     g.add_argument("--samples", type=_positive(int), default=3)
     g.set_defaults(run=cmd_gradcheck)
 
-    b = sub.add_parser("bench", help="reference vs fastbp (vs PyTorch if installed), in one run")
+    b = sub.add_parser("bench", help="reference vs fastbp (vs PyTorch, JAX if installed), in one run")
     b.add_argument("--iters", type=_positive(int), default=1000, help="steps timed per path")
     b.add_argument("--batch-size", type=_positive(int), default=100)
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
