@@ -242,16 +242,17 @@ def main(args):
     ]
     # The peers run after every fastbp and reference path, so their thread pools (which keep
     # spinning for a while after use) cannot slow those down.
-    peers = ([(f"PyTorch {torch_version} CPU eager", lambda sizes: time_torch(sizes, **measure))]
-             if torch_version else [])
-    peers += ([(f"JAX {jax_version}, whole loop jitted (lax.scan)", lambda sizes: time_jax(sizes, **measure))]
-              if jax_version else [])
+    peers = [(label, timer) for label, timer, version in (
+        (f"PyTorch {torch_version} CPU eager", lambda sizes: time_torch(sizes, **measure), torch_version),
+        (f"JAX {jax_version}, whole loop jitted (lax.scan)", lambda sizes: time_jax(sizes, **measure),
+         jax_version)) if version]
     results = {}
     for sizes in NETS:
         rows = [(label, _progress(label, sizes, timer)) for label, timer in paths]
         with limited_blas():
             floor = matmul_floor(sizes, args.batch_size, dtype)
-        profile = _progress("profile", sizes, lambda s: profile_step(s, **measure)) if args.profile else None
+        profile = (_progress("profile", sizes, lambda sizes: profile_step(sizes, **measure))
+                   if args.profile else None)
         results[tuple(sizes)] = rows, floor, profile
     for sizes in NETS:
         results[tuple(sizes)][0].extend((label, _progress(label, sizes, timer)) for label, timer in peers)
