@@ -6,9 +6,9 @@ arrive as tuples of the caller's arrays (C-contiguous, one dtype), which are upd
 Tuples, not numba typed Lists: a typed List is compiled anew in every process (~1 s per start),
 while a function taking a tuple is compiled once per number of layers and then cached.
 Every helper a fused kernel calls lives in this file (Numba's cache does not notice when a callee
-in another file changes), except the scalar formulas shared with the layer kernels
-(activations.sigmoid_scalar, tanh_scalar, softmax_ce.cross_entropy_term): after editing one of
-those, clear the __pycache__ folders of kernels/.
+in another file changes), except the pieces shared with the layer kernels
+(activations.sigmoid_scalar, tanh_scalar, softmax_ce.cross_entropy_term, _softmax_rows): after
+editing one of those, clear the __pycache__ folders of kernels/.
 """
 import numba
 import numpy as np
@@ -17,7 +17,7 @@ from numba.np.linalg import ensure_blas
 
 from ._config import jit
 from .activations import sigmoid_scalar, tanh_scalar  # small formulas: see the caching note above
-from .softmax_ce import cross_entropy_term
+from .softmax_ce import _softmax_rows, cross_entropy_term
 
 RELU, SIGMOID, TANH = 0, 1, 2
 
@@ -143,26 +143,20 @@ def _gather_rows(x, rows, out):
 
 
 @jit
-def _softmax_ce_gradient(scores, t, rows, d):
-    """d = (softmax(scores) - onehot(t[rows])) / N; returns the mean cross-entropy."""
+def _softmax_ce_gradient(scores, t, rows, d, maxes, logsums):
+    """d = (softmax(scores) - onehot(t[rows])) / N; returns the mean cross-entropy.
+
+    The softmax rows are the layer kernel's (softmax_ce._softmax_rows); maxes and logsums are
+    (N,) float64 scratch."""
     size, classes = scores.shape
+    _softmax_rows(scores, d, maxes, logsums)
     inv = 1.0 / size
     total = 0.0
     for i in range(size):
         label = t[rows[i]]
-        m = scores[i, 0]
-        for j in range(1, classes):
-            if scores[i, j] > m:
-                m = scores[i, j]
-        z = np.float64(0.0)
+        total += cross_entropy_term(logsums[i], maxes[i], scores[i, label])
         for j in range(classes):
-            e = np.exp(scores[i, j] - m)
-            d[i, j] = e
-            z += e
-        total += cross_entropy_term(np.log(z), m, scores[i, label])
-        scale = inv / z
-        for j in range(classes):
-            d[i, j] = d[i, j] * scale
+            d[i, j] = d[i, j] * inv
         d[i, label] -= inv
     return total * inv
 
@@ -179,6 +173,7 @@ def _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, upt
     for layer in range(last + 1):
         acts.append(np.empty((size, weights[layer].shape[1]), dtype))
         douts.append(np.zeros((size, weights[layer].shape[1]), dtype))
+    maxes, logsums = np.empty(size, np.float64), np.empty(size, np.float64)
     for s in range(steps):
         rows = batches[s]
         _gather_rows(x, rows, acts[0])
@@ -188,7 +183,7 @@ def _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, upt
                 if layer < last:
                     _activate(acts[layer + 1], activation)
         if upto >= LOSS:
-            losses[s] = _softmax_ce_gradient(acts[last + 1], t, rows, douts[last])
+            losses[s] = _softmax_ce_gradient(acts[last + 1], t, rows, douts[last], maxes, logsums)
         if upto < BACKWARD:
             continue
         for layer in range(last, -1, -1):
