@@ -48,40 +48,41 @@ class _KernelGroup:
                 self.args[name] = common.kernel_args(name, n, width, dtype)
 
 
-class Elementwise(_KernelGroup):
+class _ByBatch(_KernelGroup):
+    """Kernels on (batch, width) arrays, timed over BATCHES."""
+    width = None
+    params = (BACKENDS, list(DTYPES), BATCHES)
+    param_names = ["backend", "dtype", "batch"]
+
+    def size(self, batch):
+        return batch, self.width
+
+
+class _ByShape(_KernelGroup):
+    """Kernels of a 784-input layer, timed over the batch x hidden SHAPES."""
+    params = (BACKENDS, list(DTYPES), SHAPES)
+    param_names = ["backend", "dtype", "shape"]
+
+    def size(self, shape):
+        return common.parse_shape(shape)
+
+
+class Elementwise(_ByBatch):
     group = "elementwise"
-    params = (BACKENDS, list(DTYPES), BATCHES)
-    param_names = ["backend", "dtype", "batch"]
-
-    def size(self, batch):
-        return batch, HIDDEN
+    width = HIDDEN
 
 
-class SoftmaxCE(_KernelGroup):
+class SoftmaxCE(_ByBatch):
     group = "softmax"
-    params = (BACKENDS, list(DTYPES), BATCHES)
-    param_names = ["backend", "dtype", "batch"]
-
-    def size(self, batch):
-        return batch, N_CLASSES
+    width = N_CLASSES
 
 
-class Affine(_KernelGroup):
+class Affine(_ByShape):
     group = "affine"
-    params = (BACKENDS, list(DTYPES), SHAPES)
-    param_names = ["backend", "dtype", "shape"]
-
-    def size(self, shape):
-        return common.parse_shape(shape)
 
 
-class Net(_KernelGroup):
+class Net(_ByShape):
     group = "net"
-    params = (BACKENDS, list(DTYPES), SHAPES)
-    param_names = ["backend", "dtype", "shape"]
-
-    def size(self, shape):
-        return common.parse_shape(shape)
 
 
 def _timer(name):
