@@ -17,6 +17,8 @@ __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "softmax_cross_entropy_onehot", "softmax_cross_entropy_onehot_backward",
     "predict_labels", "sgd_steps",
+    "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
+    "predict_labels_csr", "sgd_steps_csr",
 ]
 
 RELU, SIGMOID, TANH = 0, 1, 2  # activation codes shared with the kernels
@@ -181,3 +183,47 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
                     dout = sigmoid_backward(dx, cache)
                 else:
                     dout = tanh_backward(dx, cache)
+
+
+# --- Sparse rows (CSR): row i's nonzeros are values[indptr[i]:indptr[i + 1]] at those columns ----
+
+def compress_rows(x):
+    """CSR of x (N, D): (indptr (N + 1,) int64, columns (nnz,) int32, values (nnz,) x.dtype),
+    row i's nonzeros at indptr[i]:indptr[i + 1] in increasing column order."""
+    rows, columns = np.nonzero(x)
+    indptr = np.zeros(x.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=x.shape[0]), out=indptr[1:])
+    return indptr, columns.astype(np.int32), x[rows, columns]
+
+
+def _densify(indptr, columns, values, n_features):
+    """The dense (N, n_features) array a CSR triple stands for."""
+    x = np.zeros((indptr.size - 1, n_features), values.dtype)
+    rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    x[rows, columns[:indptr[-1]]] = values[:indptr[-1]]
+    return x
+
+
+def csr_affine_forward(indptr, columns, values, W, b):
+    """out = X @ W + b for X in CSR form (N rows).   W (D, H), b (H,) -> (N, H)"""
+    return affine_forward(_densify(indptr, columns, values, W.shape[0]), W, b)
+
+
+def csr_affine_backward_params(indptr, columns, values, n_features, dout):
+    """dW = X^T @ dout, db = sum_n dout for X in CSR form (N rows, n_features columns).
+    -> (dW (n_features, H), db (H,))"""
+    return affine_backward_params(_densify(indptr, columns, values, n_features), dout)
+
+
+def predict_labels_csr(indptr, columns, values, weights, biases, activation):
+    """predict_labels with x given as CSR (N rows) -> (N,) int64."""
+    return predict_labels(_densify(indptr, columns, values, weights[0].shape[0]), weights, biases,
+                          activation)
+
+
+def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, lr,
+                  losses, threads):
+    """sgd_steps with the training inputs x (M, D) given as CSR; ``split`` and ``threads`` say how
+    the kernel divides the first layer's work and change nothing in the result."""
+    x = _densify(indptr, columns, values, weights[0].shape[0])
+    sgd_steps(x, t, batches, weights, biases, activation, lr, losses)

@@ -9,7 +9,8 @@ from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid
 from .affine import affine_backward, affine_backward_params, affine_forward
 from .softmax_ce import (softmax_cross_entropy, softmax_cross_entropy_backward,
                          softmax_cross_entropy_onehot, softmax_cross_entropy_onehot_backward)
-from .step import predict_labels, sgd_steps
+from .sparse import compress_rows, csr_affine_backward_params, csr_affine_forward
+from .step import predict_labels, predict_labels_csr, sgd_steps, sgd_steps_csr
 
 __all__ = [
     "affine_forward", "affine_backward", "affine_backward_params",
@@ -19,4 +20,6 @@ __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "softmax_cross_entropy_onehot", "softmax_cross_entropy_onehot_backward",
     "predict_labels", "sgd_steps",
+    "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
+    "predict_labels_csr", "sgd_steps_csr",
 ]

@@ -57,6 +57,26 @@ def _sgd_args(rng, n, d, h, dtype, kind):
             int(rng.integers(0, 3)), 0.1, np.zeros(4))
 
 
+def sparse_rows(rng, n, d, dtype, zeros=0.7):
+    """x (n, d) with about ``zeros`` of its entries exactly 0, as MNIST-like input."""
+    x = rng.standard_normal((n, d)).astype(dtype)
+    x[rng.random((n, d)) < zeros] = 0
+    return x
+
+
+def csr(rng, n, d, dtype):
+    """The CSR triple of a sparse_rows batch (made by the reference, the obviously right twin)."""
+    return reference.compress_rows(sparse_rows(rng, n, d, dtype))
+
+
+def _sgd_csr_args(rng, n, d, h, dtype, kind):
+    c = 3
+    ws, bs = net(rng, [d, h, h + 1, c], dtype)
+    return (*csr(rng, n + 3, d, dtype), int(rng.integers(0, d + 1)), labels(rng, n + 3, c),
+            rng.integers(0, n + 3, size=(4, n)), ws, bs, int(rng.integers(0, 3)), 0.1, np.zeros(4),
+            int(rng.integers(1, 3)))
+
+
 # name -> f(rng, n, d, h, dtype, layout kind) -> the kernel's arguments
 CASES = {
     "affine_forward": lambda r, n, d, h, dt, k: (
@@ -87,6 +107,14 @@ CASES = {
     "predict_labels": lambda r, n, d, h, dt, k: (
         layout(r.standard_normal((n, d)).astype(dt), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
     "sgd_steps": _sgd_args,
+    "compress_rows": lambda r, n, d, h, dt, k: (layout(sparse_rows(r, n, d, dt), k),),
+    "csr_affine_forward": lambda r, n, d, h, dt, k: (
+        *csr(r, n, d, dt), layout(r.standard_normal((d, h)).astype(dt), k), r.standard_normal(h).astype(dt)),
+    "csr_affine_backward_params": lambda r, n, d, h, dt, k: (
+        *csr(r, n, d, dt), d, layout(r.standard_normal((n, h)).astype(dt), k)),
+    "predict_labels_csr": lambda r, n, d, h, dt, k: (
+        *csr(r, n, d, dt), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
+    "sgd_steps_csr": _sgd_csr_args,
 }
 
 
@@ -257,3 +285,61 @@ def test_predict_labels_is_the_argmax_of_the_net():
     ws, bs = net(rng, [6, 8, 4], np.float64)
     h = np.maximum(x @ ws[0] + bs[0], 0) @ ws[1] + bs[1]
     np.testing.assert_array_equal(kernels.predict_labels(x, ws, bs, 0), np.argmax(h, axis=1))
+
+
+def test_csr_affine_backward_params_is_the_gradient(rng):
+    indptr, columns, values = csr(rng, 5, 9, np.float64)
+    x = reference._densify(indptr, columns, values, 9)
+    W, b, g = rng.standard_normal((9, 4)), rng.standard_normal(4), rng.standard_normal((5, 4))
+    loss = lambda _: float(np.sum(kernels.csr_affine_forward(indptr, columns, values, W, b) * g))  # noqa: E731
+    dW, db = kernels.csr_affine_backward_params(indptr, columns, values, 9, g)
+    assert rel_error(dW, numerical_gradient(loss, W)) < GRAD_TOL
+    assert rel_error(db, numerical_gradient(loss, b)) < GRAD_TOL
+    np.testing.assert_allclose(dW, x.T @ g, rtol=1e-12)
+
+
+# --- the sparse training step at sizes where its large layers are split in two parts ------------
+
+SPLIT_NETS = [[784, 50, 10], [300, 120, 60, 4]]   # layers of >= SPLIT_MIN_WEIGHTS entries split
+
+
+@pytest.mark.parametrize("sizes", SPLIT_NETS)
+@pytest.mark.parametrize("activation", [0, 1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_steps_csr_equals_the_dense_step_at_split_sizes(sizes, activation, dtype):
+    """The two-part first layer (and any split hidden layer) gives the dense step's weights."""
+    from fastbp.kernels.step import SPLIT_MIN_WEIGHTS
+    assert sizes[0] * sizes[1] >= SPLIT_MIN_WEIGHTS  # the case this test is for
+    rng = np.random.default_rng(sum(sizes) + activation)
+    x = sparse_rows(rng, 200, sizes[0], dtype, zeros=0.8)
+    t = labels(rng, 200, sizes[-1])
+    ws, bs = net(rng, sizes, dtype)
+    batches = rng.integers(0, 200, size=(6, 40))
+    dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
+    reference.sgd_steps(x, t, batches, *dense[:2], activation, 0.1, dense[2])
+    indptr, columns, values = kernels.compress_rows(x)
+    for threads in (1, 2):
+        got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
+        kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 3, t, batches, *got[:2], activation,
+                              0.1, got[2], threads)
+        assert_same(dense, got, dtype, f"sgd_steps_csr, {threads} thread(s)")
+
+
+@pytest.mark.parametrize("sizes", SPLIT_NETS)
+def test_sgd_steps_csr_weights_do_not_depend_on_the_thread_count(sizes):
+    """Bit for bit: each part's arithmetic is fixed by the split, not by who runs it."""
+    rng = np.random.default_rng(5)
+    x = sparse_rows(rng, 300, sizes[0], np.float32, zeros=0.8)
+    t = labels(rng, 300, sizes[-1])
+    ws, bs = net(rng, sizes, np.float32)
+    batches = rng.integers(0, 300, size=(20, 50))
+    indptr, columns, values = kernels.compress_rows(x)
+    runs = []
+    for threads in (1, 2, 1):
+        w, b, losses = tuple(a.copy() for a in ws), tuple(a.copy() for a in bs), np.zeros(20)
+        kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 2, t, batches, w, b, 0, 0.1, losses,
+                              threads)
+        runs.append([*w, *b, losses])
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            np.testing.assert_array_equal(a, b)
