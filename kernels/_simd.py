@@ -2,31 +2,40 @@
 
 Why: LLVM's loop vectoriser turns an inner loop over a hidden width of 50 into a 64-wide vector body
 that never runs (50 < 64) plus a scalar remainder, and cannot keep a row of sums in registers
-across a loop that also reads a weight array it might alias. A ``Tile`` is a 256-byte LLVM vector
-(64 float32 or 32 float64 lanes: four AVX-512 registers, eight AVX2 ones); a kernel holds one row
-slice of sums in it while it streams weight rows in, and loads/stores it with a lane count, so a
-width of 50 costs one masked tile, not 50 scalar steps. ``Vec`` is the same with 64 bytes (one
-AVX-512 register), for narrow rows such as the 10 class scores.
+across a loop that also reads a weight array it might alias. A ``Tile`` is an LLVM vector of
+``nbytes`` bytes (64 bytes = one AVX-512 register, 16 float32 lanes); a kernel holds one row slice
+of sums in it while it streams weight rows in, and loads/stores it with a lane count, so a width
+of 50 costs one masked tile, not 50 scalar steps.
 
-Every operation here is one LLVM instruction or intrinsic, so the kernels read like the maths.
-Offsets are element offsets into an array's (C-contiguous) buffer; lanes ``>= n`` are neither
-read nor written, so a masked tile never touches memory past a row's end. Kernels call these
-only on offsets they have computed from validated shapes: like any kernel, they trust their input.
+Kernels pick the width per row slice from TILE_SIZES (a 10-class row takes 64 bytes, a 256-wide
+float32 row 1 KiB: fewer passes over the nonzero lists and fewer trips through the weights). The
+widest is 1 KiB (16 registers) where the CPU has AVX-512's 32 registers, 256 bytes on AVX2's 16.
+The operations take their width from a tile argument (``zeros(like, nbytes)`` makes the first),
+so each loop is written once and compiled per width. ``load``/``store`` mask lanes >= n;
+``load_full``/``store_full`` move whole tiles: a loop over full tiles keeps no masks live (with
+16 masked registers, LLVM rebuilt the masks in every iteration of the inner loop).
+
+Every operation is one LLVM instruction or intrinsic. Offsets are element offsets into an array's
+(C-contiguous) buffer; lanes ``>= n`` are neither read nor written, so a masked tile never touches
+memory past a row's end. Kernels call these only on offsets computed from validated shapes: like
+any kernel, they trust their input.
 
 With ``NUMBA_DISABLE_JIT=1`` (the test suite's bounds-checking pass) the same names are plain
 NumPy functions with the same meaning, so kernel bodies still run as Python.
 """
+import llvmlite.binding
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import RequireLiteralValue
 from numba.extending import intrinsic, models, register_model
 
 from ._config import FASTMATH
 
-TILE_BYTES = 256
-VEC_BYTES = 64
+_AVX512 = "+avx512f" in llvmlite.binding.get_host_cpu_features().flatten()
+TILE_SIZES = (1024, 512, 256, 64) if _AVX512 else (256, 64)   # bytes, widest first
 _FAST = tuple(sorted(FASTMATH))  # the kernels' LLVM flags: FMA contraction, no nnan/ninf
 
 
@@ -35,6 +44,7 @@ class Tile(types.Type):
 
     def __init__(self, dtype, nbytes):
         self.dtype = dtype
+        self.nbytes = nbytes
         self.lanes = nbytes * 8 // dtype.bitwidth
         super().__init__(name=f"Tile({dtype}x{self.lanes})")
 
@@ -62,9 +72,12 @@ def _splat(builder, value, lanes):
 
 
 def _lane_mask(builder, lanes, n):
-    """<lanes x i1>: lane < n."""
-    iota = ir.Constant(ir.VectorType(_I64, lanes), list(range(lanes)))
-    return builder.icmp_signed("<", iota, _splat(builder, builder.sext(n, _I64) if n.type.width < 64 else n, lanes))
+    """<lanes x i1>: lane < n (compared as 32-bit lanes: 16 to an AVX-512 instruction)."""
+    iota = ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes)))
+    n32 = builder.select(builder.icmp_signed(">", n, ir.Constant(n.type, lanes)),
+                         ir.Constant(n.type, lanes), n)
+    n32 = builder.trunc(n32, _I32) if n.type.width > 32 else n32
+    return builder.icmp_signed("<", iota, _splat(builder, n32, lanes))
 
 
 def _address(context, builder, array_type, array, offset):
@@ -76,60 +89,90 @@ def _call(builder, name, return_type, args):
     return builder.call(cgutils.get_or_insert_function(builder.module, function_type, name), args)
 
 
-def _masked_load(builder, vector_type, pointer, mask, align):
-    pointer = builder.bitcast(pointer, vector_type.as_pointer())
-    return _call(builder, f"llvm.masked.load.{_suffix(vector_type)}.p0", vector_type,
-                 [pointer, ir.Constant(_I32, align), mask, ir.Constant(vector_type, None)])
+def _popcount(builder, mask, lanes):
+    """The number of true lanes of mask, as int64."""
+    count = _call(builder, f"llvm.ctpop.i{lanes}", ir.IntType(lanes),
+                  [builder.bitcast(mask, ir.IntType(lanes))])
+    return builder.zext(count, _I64) if lanes < 64 else (count if lanes == 64 else builder.trunc(count, _I64))
 
 
-def _masked_store(builder, vector, pointer, mask, align):
-    pointer = builder.bitcast(pointer, vector.type.as_pointer())
-    _call(builder, f"llvm.masked.store.{_suffix(vector.type)}.p0", ir.VoidType(),
-          [vector, pointer, ir.Constant(_I32, align), mask])
+@intrinsic
+def zeros(typingctx, like, nbytes):
+    """A tile of ``nbytes`` bytes (a literal) of like's dtype, all lanes 0."""
+    if not isinstance(nbytes, types.IntegerLiteral):
+        raise RequireLiteralValue(nbytes)
+    tile = Tile(like.dtype, nbytes.literal_value)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(context.get_value_type(tile), None)
+    return tile(like, nbytes), codegen
 
 
-def _loader(nbytes):
-    @intrinsic
-    def load(typingctx, array, offset, n):
-        tile = Tile(array.dtype, nbytes)
-
-        def codegen(context, builder, signature, args):
-            pointer = _address(context, builder, signature.args[0], args[0], args[1])
-            return _masked_load(builder, context.get_value_type(tile), pointer,
-                                _lane_mask(builder, tile.lanes, args[2]), array.dtype.bitwidth // 8)
-        return tile(array, offset, n), codegen
-    return load
+@intrinsic
+def lanes(typingctx, tile):
+    """How many lanes a tile has (a compile-time constant)."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_I64, tile.lanes)
+    return types.int64(tile), codegen
 
 
-def _splatter(nbytes):
-    @intrinsic
-    def splat(typingctx, like, value):
-        tile = Tile(like.dtype, nbytes)
-
-        def codegen(context, builder, signature, args):
-            scalar = context.cast(builder, args[1], signature.args[1], like.dtype)
-            return _splat(builder, scalar, tile.lanes)
-        return tile(like, value), codegen
-    return splat
-
-
-load_tile = _loader(TILE_BYTES)
-load_tile.__doc__ = "array.flat[offset + l] for lanes l < n of a tile (0 elsewhere)."
-load_vec = _loader(VEC_BYTES)
-splat_tile = _splatter(TILE_BYTES)
-splat_tile.__doc__ = "A tile of like.dtype with every lane = value."
-splat_vec = _splatter(VEC_BYTES)
+@intrinsic
+def load(typingctx, like, array, offset, n):
+    """A tile like ``like`` holding array.flat[offset + l] in lanes l < n (0 elsewhere, not read)."""
+    def codegen(context, builder, signature, args):
+        vector_type = context.get_value_type(like)
+        pointer = builder.bitcast(_address(context, builder, signature.args[1], args[1], args[2]),
+                                  vector_type.as_pointer())
+        mask = _lane_mask(builder, like.lanes, args[3])
+        return _call(builder, f"llvm.masked.load.{_suffix(vector_type)}.p0", vector_type,
+                     [pointer, ir.Constant(_I32, array.dtype.bitwidth // 8), mask,
+                      ir.Constant(vector_type, None)])
+    return like(like, array, offset, n), codegen
 
 
 @intrinsic
 def store(typingctx, array, offset, n, tile):
     """array.flat[offset + l] = tile[l] for lanes l < n."""
     def codegen(context, builder, signature, args):
-        pointer = _address(context, builder, signature.args[0], args[0], args[1])
-        _masked_store(builder, args[3], pointer, _lane_mask(builder, tile.lanes, args[2]),
-                      array.dtype.bitwidth // 8)
+        vector = args[3]
+        pointer = builder.bitcast(_address(context, builder, signature.args[0], args[0], args[1]),
+                                  vector.type.as_pointer())
+        _call(builder, f"llvm.masked.store.{_suffix(vector.type)}.p0", ir.VoidType(),
+              [vector, pointer, ir.Constant(_I32, array.dtype.bitwidth // 8),
+               _lane_mask(builder, tile.lanes, args[2])])
         return context.get_dummy_value()
     return types.none(array, offset, n, tile), codegen
+
+
+@intrinsic
+def load_full(typingctx, like, array, offset):
+    """A tile like ``like`` holding array.flat[offset + l] for all its lanes."""
+    def codegen(context, builder, signature, args):
+        vector_type = context.get_value_type(like)
+        pointer = builder.bitcast(_address(context, builder, signature.args[1], args[1], args[2]),
+                                  vector_type.as_pointer())
+        return builder.load(pointer, align=array.dtype.bitwidth // 8)
+    return like(like, array, offset), codegen
+
+
+@intrinsic
+def store_full(typingctx, array, offset, tile):
+    """array.flat[offset + l] = tile[l] for all its lanes."""
+    def codegen(context, builder, signature, args):
+        pointer = builder.bitcast(_address(context, builder, signature.args[0], args[0], args[1]),
+                                  args[2].type.as_pointer())
+        builder.store(args[2], pointer, align=array.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(array, offset, tile), codegen
+
+
+@intrinsic
+def splat(typingctx, like, value):
+    """A tile like ``like`` with every lane = value."""
+    def codegen(context, builder, signature, args):
+        scalar = context.cast(builder, args[1], signature.args[1], like.dtype)
+        return _splat(builder, scalar, like.lanes)
+    return like(like, value), codegen
 
 
 @intrinsic
@@ -179,24 +222,23 @@ def compress(typingctx, values, columns, offset, tile, column0, n):
     """Append the nonzero lanes l < n of ``tile`` to values[offset:] and their column numbers
     (column0 + l, int32) to columns[offset:], in lane order; returns how many (int64).
 
-    One AVX-512 vcompress per register: what turns a dense row into its nonzero list."""
+    One AVX-512 vcompress per register: what turns a dense row into its nonzero list. NaN is
+    nonzero."""
     def codegen(context, builder, signature, args):
         vector = args[3]
-        lanes = signature.args[3].lanes
+        count = tile.lanes
         nonzero = builder.fcmp_unordered("!=", vector, ir.Constant(vector.type, None))
-        mask = builder.and_(nonzero, _lane_mask(builder, lanes, args[5]))
+        mask = builder.and_(nonzero, _lane_mask(builder, count, args[5]))
         value_pointer = _address(context, builder, signature.args[0], args[0], args[2])
         _call(builder, f"llvm.masked.compressstore.{_suffix(vector.type)}", ir.VoidType(),
               [vector, value_pointer, mask])
         column0 = builder.trunc(args[4], _I32) if args[4].type.width > 32 else args[4]
-        iota = ir.Constant(ir.VectorType(_I32, lanes), list(range(lanes)))
-        column_numbers = builder.add(iota, _splat(builder, column0, lanes))
+        iota = ir.Constant(ir.VectorType(_I32, count), list(range(count)))
+        column_numbers = builder.add(iota, _splat(builder, column0, count))
         column_pointer = _address(context, builder, signature.args[1], args[1], args[2])
         _call(builder, f"llvm.masked.compressstore.{_suffix(column_numbers.type)}", ir.VoidType(),
               [column_numbers, column_pointer, mask])
-        count = _call(builder, f"llvm.ctpop.i{lanes}", ir.IntType(lanes),
-                      [builder.bitcast(mask, ir.IntType(lanes))])
-        return builder.zext(count, _I64) if lanes < 64 else count
+        return _popcount(builder, mask, count)
     return types.int64(values, columns, offset, tile, column0, n), codegen
 
 
@@ -205,12 +247,9 @@ def count_nonzero(typingctx, tile, n):
     """How many lanes l < n of tile are nonzero (NaN counts as nonzero), as int64."""
     def codegen(context, builder, signature, args):
         vector = args[0]
-        lanes = signature.args[0].lanes
         nonzero = builder.fcmp_unordered("!=", vector, ir.Constant(vector.type, None))
-        mask = builder.and_(nonzero, _lane_mask(builder, lanes, args[1]))
-        count = _call(builder, f"llvm.ctpop.i{lanes}", ir.IntType(lanes),
-                      [builder.bitcast(mask, ir.IntType(lanes))])
-        return builder.zext(count, _I64) if lanes < 64 else count
+        return _popcount(builder, builder.and_(nonzero, _lane_mask(builder, tile.lanes, args[1])),
+                         tile.lanes)
     return types.int64(tile, n), codegen
 
 
@@ -228,52 +267,45 @@ def prefetch(typingctx, array, offset):
 
 # --- NUMBA_DISABLE_JIT=1: the same operations on NumPy arrays, so kernel bodies run as Python ---
 
-def _lanes(dtype, nbytes):
-    return nbytes // np.dtype(dtype).itemsize
+def _py_zeros(like, nbytes):
+    return np.zeros(nbytes // like.dtype.itemsize, like.dtype)
 
 
-def _py_loader(nbytes):
-    def load(array, offset, n):
-        flat = array.reshape(-1)
-        out = np.zeros(_lanes(array.dtype, nbytes), array.dtype)
-        count = max(0, min(int(n), out.size))
-        out[:count] = flat[offset:offset + count]
-        if count and offset + count > flat.size:
-            raise IndexError(f"tile load past the end: offset {offset} + {count} > {flat.size}")
-        return out
-    return load
-
-
-def _py_splatter(nbytes):
-    def splat(like, value):
-        return np.full(_lanes(like.dtype, nbytes), value, like.dtype)
-    return splat
+def _py_load(like, array, offset, n):
+    flat = array.reshape(-1)
+    out = np.zeros_like(like)
+    count = max(0, min(int(n), out.size))
+    if count and (offset < 0 or offset + count > flat.size):
+        raise IndexError(f"tile load outside the array: [{offset}, {offset + count}) of {flat.size}")
+    out[:count] = flat[offset:offset + count]
+    return out
 
 
 def _py_store(array, offset, n, tile):
     flat = array.reshape(-1)
     count = max(0, min(int(n), tile.size))
-    if offset + count > flat.size:
-        raise IndexError(f"tile store past the end: offset {offset} + {count} > {flat.size}")
+    if count and (offset < 0 or offset + count > flat.size):
+        raise IndexError(f"tile store outside the array: [{offset}, {offset + count}) of {flat.size}")
     flat[offset:offset + count] = tile[:count]
 
 
 def _py_compress(values, columns, offset, tile, column0, n):
-    lanes = np.flatnonzero(tile[:max(0, min(int(n), tile.size))] != 0)
-    values[offset:offset + lanes.size] = tile[lanes]
-    columns[offset:offset + lanes.size] = column0 + lanes
-    return lanes.size
+    lanes_ = np.flatnonzero(tile[:max(0, min(int(n), tile.size))] != 0)
+    values[offset:offset + lanes_.size] = tile[lanes_]
+    columns[offset:offset + lanes_.size] = column0 + lanes_
+    return lanes_.size
 
 
 if numba.config.DISABLE_JIT:
-    load_tile, load_vec = _py_loader(TILE_BYTES), _py_loader(VEC_BYTES)  # noqa: F811
-    splat_tile, splat_vec = _py_splatter(TILE_BYTES), _py_splatter(VEC_BYTES)  # noqa: F811
-    store = _py_store  # noqa: F811
+    zeros, load, store, compress = _py_zeros, _py_load, _py_store, _py_compress  # noqa: F811
+    load_full = lambda like, array, offset: _py_load(like, array, offset, like.size)  # noqa: E731, F811
+    store_full = lambda array, offset, tile: _py_store(array, offset, tile.size, tile)  # noqa: E731, F811
+    lanes = lambda tile: tile.size  # noqa: E731, F811
+    splat = lambda like, value: np.full_like(like, value)  # noqa: E731, F811
     fma = lambda a, b, c: (a * b + c).astype(a.dtype)  # noqa: E731, F811
     add = lambda a, b: a + b  # noqa: E731, F811
     mul = lambda a, b: a * b  # noqa: E731, F811
     relu = lambda a: np.where(a <= 0, a.dtype.type(0), a)  # noqa: E731, F811
     relu_mask = lambda d, h: np.where(h <= 0, d.dtype.type(0), d)  # noqa: E731, F811
-    compress = _py_compress  # noqa: F811
     count_nonzero = lambda tile, n: int(np.count_nonzero(tile[:max(0, min(int(n), tile.size))]))  # noqa: E731, F811
     prefetch = lambda array, offset: None  # noqa: E731, F811

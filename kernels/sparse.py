@@ -32,26 +32,14 @@ PREFETCH_ROWS = 2
 
 
 @jit
-def _tile_lanes(a):
-    """Lanes of a 256-byte tile of a's dtype: 64 for float32, 32 for float64."""
-    return simd.TILE_BYTES // a.itemsize
-
-
-@jit
-def _vec_lanes(a):
-    """Lanes of a 64-byte vector of a's dtype: 16 for float32, 8 for float64."""
-    return simd.VEC_BYTES // a.itemsize
-
-
-@jit
 def _count_nonzeros(x, counts):
     """counts[i] = number of nonzeros in row i of x (N, D), C-contiguous."""
     n, d = x.shape
-    lanes = _tile_lanes(x)
+    tile = simd.zeros(x, 256)
     for i in range(n):
         count = 0
-        for c0 in range(0, d, lanes):
-            count += simd.count_nonzero(simd.load_tile(x, i * d + c0, d - c0), d - c0)
+        for c0 in range(0, d, simd.lanes(tile)):
+            count += simd.count_nonzero(simd.load(tile, x, i * d + c0, d - c0), d - c0)
         counts[i] = count
 
 
@@ -60,12 +48,12 @@ def _compress_into(x, indptr, columns, values):
     """Fill indptr (N + 1), columns, values with the CSR of x (N, D), C-contiguous; columns and
     values must hold every nonzero. Returns the number of nonzeros."""
     n, d = x.shape
-    lanes = _tile_lanes(x)
+    tile = simd.zeros(x, 256)
     k = 0
     indptr[0] = 0
     for i in range(n):
-        for c0 in range(0, d, lanes):
-            k += simd.compress(values, columns, k, simd.load_tile(x, i * d + c0, d - c0), c0, d - c0)
+        for c0 in range(0, d, simd.lanes(tile)):
+            k += simd.compress(values, columns, k, simd.load(tile, x, i * d + c0, d - c0), c0, d - c0)
         indptr[i + 1] = k
     return k
 
@@ -120,14 +108,46 @@ def _prefetch_row(columns, values, start, end):
 
 
 @jit
+def _times_slice(acc, start, end, columns, values, W, w_stride, b, c0, n, out, o, epilogue, h):
+    """One tile-wide slice of one output row: out.flat[o:o + n] = epilogue(b[c0:c0 + n] +
+    sum_k values[k] * W[columns[k], c0:c0 + n]) for k in start:end, the sums in ``acc`` (its width
+    says how many lanes; lanes >= n are masked). Returns c0 + the tile's lanes."""
+    if b.size:
+        acc = simd.load(acc, b, c0, n)
+    if n >= simd.lanes(acc):
+        for k in range(start, end):
+            acc = simd.fma(simd.splat(acc, values[k]),
+                           simd.load_full(acc, W, columns[k] * w_stride + c0), acc)
+    else:
+        for k in range(start, end):
+            acc = simd.fma(simd.splat(acc, values[k]),
+                           simd.load(acc, W, columns[k] * w_stride + c0, n), acc)
+    if epilogue == STORE_RELU:
+        acc = simd.relu(acc)
+    elif epilogue == STORE_RELU_MASKED:
+        acc = simd.relu_mask(acc, simd.load(acc, h, o, n))
+    simd.store(out, o, n, acc)
+    return c0 + simd.lanes(acc)
+
+
+@jit
+def _slice_bytes(left):
+    """The tile width for the next slice of a row with ``left`` bytes to go: the widest tile
+    that fits whole, or a 256- or 64-byte tile, masked, for the last under 256 bytes."""
+    for size in simd.TILE_SIZES:
+        if left >= size:
+            return size
+    return 256 if left > 64 else 64
+
+
+@jit
 def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride, epilogue, h):
     """out[r, :width] = sum_{k in lo[r]:hi[r]} values[k] * W[columns[k], :width] + b, then the
     epilogue: STORE as is, STORE_RELU max(., 0), STORE_RELU_MASKED zero where h[r] <= 0 (h has
     out's layout). b may be empty (no bias). W (D, >= width) has rows of w_stride elements.
 
-    Columns go in 256-byte tiles; a last block that fits 64 bytes (the 10 class scores) uses a
-    64-byte vector instead, so narrow layers do not pay for three empty registers."""
-    tile_lanes, vec_lanes = _tile_lanes(W), _vec_lanes(W)
+    A row is done in as few tile-wide slices as cover it (1 KiB for a 256-wide float32 row, 64
+    bytes for 10 class scores), each one pass over the row's nonzeros."""
     rows = lo.size
     for r in range(min(PREFETCH_ROWS, rows)):
         _prefetch_row(columns, values, lo[r], hi[r])
@@ -139,28 +159,36 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
         while c0 < width:
             n = width - c0
             o = r * out_stride + c0
-            if n > vec_lanes:
-                acc = simd.load_tile(b, c0, n) if b.size else simd.splat_tile(W, 0.0)
-                for k in range(start, end):
-                    acc = simd.fma(simd.splat_tile(W, values[k]),
-                                   simd.load_tile(W, columns[k] * w_stride + c0, n), acc)
-                if epilogue == STORE_RELU:
-                    acc = simd.relu(acc)
-                elif epilogue == STORE_RELU_MASKED:
-                    acc = simd.relu_mask(acc, simd.load_tile(h, o, n))
-                simd.store(out, o, n, acc)
-                c0 += tile_lanes
+            size = _slice_bytes(n * W.itemsize)
+            if size == 1024:
+                c0 = _times_slice(simd.zeros(W, 1024), start, end, columns, values, W, w_stride, b, c0,
+                                  n, out, o, epilogue, h)
+            elif size == 512:
+                c0 = _times_slice(simd.zeros(W, 512), start, end, columns, values, W, w_stride, b, c0,
+                                  n, out, o, epilogue, h)
+            elif size == 256:
+                c0 = _times_slice(simd.zeros(W, 256), start, end, columns, values, W, w_stride, b, c0,
+                                  n, out, o, epilogue, h)
             else:
-                vec = simd.load_vec(b, c0, n) if b.size else simd.splat_vec(W, 0.0)
-                for k in range(start, end):
-                    vec = simd.fma(simd.splat_vec(W, values[k]),
-                                   simd.load_vec(W, columns[k] * w_stride + c0, n), vec)
-                if epilogue == STORE_RELU:
-                    vec = simd.relu(vec)
-                elif epilogue == STORE_RELU_MASKED:
-                    vec = simd.relu_mask(vec, simd.load_vec(h, o, n))
-                simd.store(out, o, n, vec)
-                c0 += vec_lanes
+                c0 = _times_slice(simd.zeros(W, 64), start, end, columns, values, W, w_stride, b, c0,
+                                  n, out, o, epilogue, h)
+
+
+@jit
+def _add_outer_slice(g, start, end, columns, values, D, d_offset, W, w_stride, c0, n, scale):
+    """One tile-wide slice of the update: W[columns[k], c0:c0 + n] += (scale values[k])
+    D.flat[d_offset:d_offset + n] for k in start:end. Returns c0 + the tile's lanes."""
+    g = simd.mul(simd.load(g, D, d_offset, n), simd.splat(g, scale))
+    if n >= simd.lanes(g):
+        for k in range(start, end):
+            offset = columns[k] * w_stride + c0
+            simd.store_full(W, offset, simd.fma(simd.splat(g, values[k]), g,
+                                                simd.load_full(g, W, offset)))
+    else:
+        for k in range(start, end):
+            offset = columns[k] * w_stride + c0
+            simd.store(W, offset, n, simd.fma(simd.splat(g, values[k]), g, simd.load(g, W, offset, n)))
+    return c0 + simd.lanes(g)
 
 
 @jit
@@ -169,9 +197,7 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
     W += scale X^T D, one in-place update of a row of W per nonzero of X.
 
     Each row of W is updated in the order of the batch's rows, so the result is the same on
-    every run and whatever other rows another caller updates meanwhile. Column blocks as in
-    _rows_times."""
-    tile_lanes, vec_lanes = _tile_lanes(W), _vec_lanes(W)
+    every run and whatever other rows another caller updates meanwhile. Slices as _rows_times."""
     rows = lo.size
     for r in range(min(PREFETCH_ROWS, rows)):
         _prefetch_row(columns, values, lo[r], hi[r])
@@ -182,32 +208,32 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
         c0 = 0
         while c0 < width:
             n = width - c0
-            if n > vec_lanes:
-                g = simd.mul(simd.load_tile(D, r * d_stride + c0, n), simd.splat_tile(W, scale))
-                for k in range(start, end):
-                    offset = columns[k] * w_stride + c0
-                    simd.store(W, offset, n, simd.fma(simd.splat_tile(W, values[k]), g,
-                                                      simd.load_tile(W, offset, n)))
-                c0 += tile_lanes
+            o = r * d_stride + c0
+            size = _slice_bytes(n * W.itemsize)
+            if size == 1024:
+                c0 = _add_outer_slice(simd.zeros(W, 1024), start, end, columns, values, D, o, W,
+                                      w_stride, c0, n, scale)
+            elif size == 512:
+                c0 = _add_outer_slice(simd.zeros(W, 512), start, end, columns, values, D, o, W,
+                                      w_stride, c0, n, scale)
+            elif size == 256:
+                c0 = _add_outer_slice(simd.zeros(W, 256), start, end, columns, values, D, o, W,
+                                      w_stride, c0, n, scale)
             else:
-                gv = simd.mul(simd.load_vec(D, r * d_stride + c0, n), simd.splat_vec(W, scale))
-                for k in range(start, end):
-                    offset = columns[k] * w_stride + c0
-                    simd.store(W, offset, n, simd.fma(simd.splat_vec(W, values[k]), gv,
-                                                      simd.load_vec(W, offset, n)))
-                c0 += vec_lanes
+                c0 = _add_outer_slice(simd.zeros(W, 64), start, end, columns, values, D, o, W,
+                                      w_stride, c0, n, scale)
 
 
 @jit
 def _column_sums_into(D, rows, width, stride, out, scale):
     """out[:width] += scale * sum_r D[r, :width] for r < rows (D rows of stride elements)."""
-    lanes = _tile_lanes(D)
-    for c0 in range(0, width, lanes):
+    tile = simd.zeros(D, 256)
+    for c0 in range(0, width, simd.lanes(tile)):
         n = width - c0
-        acc = simd.splat_tile(D, 0.0)
+        acc = tile
         for r in range(rows):
-            acc = simd.add(acc, simd.load_tile(D, r * stride + c0, n))
-        simd.store(out, c0, n, simd.fma(acc, simd.splat_tile(out, scale), simd.load_tile(out, c0, n)))
+            acc = simd.add(acc, simd.load(tile, D, r * stride + c0, n))
+        simd.store(out, c0, n, simd.fma(acc, simd.splat(tile, scale), simd.load(tile, out, c0, n)))
 
 
 @jit

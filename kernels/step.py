@@ -304,18 +304,18 @@ def _two_part_add_outer_parallel(lo, mid, hi, columns, values, D, W, w_stride, w
 @jit
 def _add_halves(partial, b, width, out, epilogue, h):
     """out = epilogue((b + partial[0]) + partial[1]) (b may be empty), epilogue as _rows_times."""
-    lanes = sparse._tile_lanes(out)
+    tile = simd.zeros(out, 256)
     for r in range(out.shape[0]):
-        for c0 in range(0, width, lanes):
+        for c0 in range(0, width, simd.lanes(tile)):
             n, o = width - c0, r * width + c0
-            acc = simd.load_tile(partial[0], o, n)
+            acc = simd.load(tile, partial[0], o, n)
             if b.size:
-                acc = simd.add(simd.load_tile(b, c0, n), acc)
-            acc = simd.add(acc, simd.load_tile(partial[1], o, n))
+                acc = simd.add(simd.load(tile, b, c0, n), acc)
+            acc = simd.add(acc, simd.load(tile, partial[1], o, n))
             if epilogue == STORE_RELU:
                 acc = simd.relu(acc)
             elif epilogue == STORE_RELU_MASKED:
-                acc = simd.relu_mask(acc, simd.load_tile(h, o, n))
+                acc = simd.relu_mask(acc, simd.load(tile, h, o, n))
             simd.store(out, o, n, acc)
 
 
