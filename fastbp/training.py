@@ -48,7 +48,9 @@ class History:
 
 
 def _data(name, x, t, n_in, n_out, dtype):
-    x = _checks.as_float_array(name, x, dtype)
+    """Private, checked copies of x (N, n_in) and its labels (N,) int64: fit reads only these, so
+    whatever a callback does to the caller's arrays, the compiled steps read what was checked."""
+    x = _checks.as_float_array(name, x, dtype, copy=True)
     _checks.check_nonempty(name, x)
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] != n_in:
@@ -75,7 +77,9 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     are measured and a row is added (``callback(row)`` is called with it, e.g. to print).
     ``eval_every`` defaults to one epoch, ``max(train_size // batch_size, 1)`` steps, so the rows
     match the seeds' table. The same ``seed`` gives the same batches, hence (with the same thread
-    settings) the same weights. Labels may be class indices or one-hot.
+    settings) the same weights. Labels may be class indices or one-hot. ``fit`` trains on private
+    copies of the data, checked once: changing the arrays passed in (from a callback, say) does not
+    change what it reads.
 
     BLAS runs with ``fastbp.threads.blas_threads()`` threads (default 1; see fastbp/threads.py).
     Raises TrainingDiverged when the loss becomes NaN or infinite.

@@ -107,6 +107,55 @@ def test_numerical_gradient_restores_x_and_handles_any_shape():
         numerical_gradient(lambda v: 0.0, np.arange(3))
 
 
+# The book's single-sample forms (chapters 4 and 5): one image x of shape (D,), its label as one
+# one-hot row (C,) or one index; everything accepts them and gives the batch-of-one results.
+SINGLE_LABELS = {"one-hot row": lambda c: np.eye(5)[c], "int": lambda c: c,
+                 "np.int64": lambda c: np.int64(c), "0-d array": lambda c: np.array(c),
+                 "uint8 one-hot row": lambda c: np.eye(5, dtype=np.uint8)[c]}
+
+
+@pytest.mark.parametrize("label", list(SINGLE_LABELS))
+@pytest.mark.parametrize("make", [
+    lambda: TwoLayerNet(12, 6, 5, weight_init_std=0.5),
+    lambda: MultiLayerNet(12, [7, 6], 5, activation="sigmoid"),
+    lambda: MultiLayerNet(12, [7], 5, activation="tanh", dtype=np.float32),
+], ids=["TwoLayerNet", "MultiLayerNet sigmoid", "MultiLayerNet tanh float32"])
+def test_single_sample_forms_are_accepted_everywhere(make, label):
+    x, t = small_data(n=1)
+    np.random.seed(6)
+    net = make()
+    x1, t1 = x[0], SINGLE_LABELS[label](int(t[0]))
+    assert x1.shape == (12,)
+    y = net.predict(x1)
+    assert y.shape == (5,)
+    np.testing.assert_array_equal(y, net.predict(x)[0])
+    assert net.loss(x1, t1) == net.loss(x, t)
+    assert net.accuracy(x1, t1) == net.accuracy(x, t)
+    grads, batch = net.gradient(x1, t1), net.gradient(x, t)
+    numerical = net.numerical_gradient(x1, t1)
+    for key in batch:
+        assert grads[key].shape == batch[key].shape == numerical[key].shape == net.params[key].shape
+        np.testing.assert_array_equal(grads[key], batch[key])
+        scale = np.abs(grads[key]).max()
+        assert np.abs(numerical[key] - grads[key]).max() <= 1e-3 * scale + 1e-7, key
+
+
+def test_softmax_with_loss_single_sample_as_in_chapter_4():
+    """simpleNet: z = x @ W for x of shape (2,), then the loss against a one-hot t of shape (3,)."""
+    W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
+    x = np.array([0.6, 0.9])
+    layer, batch = SoftmaxWithLoss(), SoftmaxWithLoss()
+    loss = layer.forward(x @ W, np.array([0, 0, 1]))
+    assert loss == batch.forward((x @ W)[None], np.array([2]))
+    z = x @ W
+    assert loss == pytest.approx(-np.log(np.exp(z[2]) / np.exp(z).sum()), rel=1e-13)
+    assert loss == pytest.approx(0.92806853663411326, abs=1e-6)   # what the book prints (log(y + 1e-7))
+    assert layer.y.shape == (3,) and layer.backward().shape == (3,)
+    np.testing.assert_array_equal(layer.backward(), batch.backward()[0])
+    with pytest.raises(ValueError, match=r"expected 1 labels \(one per sample in x\), got 2"):
+        layer.forward(x @ W, np.array([0, 1]))
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda: TwoLayerNet(0, 5, 2), ValueError, r"input_size: expected a positive integer, got 0"),
     (lambda: TwoLayerNet(4.5, 5, 2), TypeError, r"input_size: expected a positive integer, got float"),
