@@ -97,6 +97,83 @@ def test_gradient_is_the_same_on_both_backends():
         np.testing.assert_allclose(got[key], ref[key], rtol=2e-5, atol=2e-5 * np.abs(ref[key]).max())
 
 
+def kinked_net():
+    """A 4-5-3 TwoLayerNet and 3 samples where hidden unit 2's input for sample 0 is 3e-5: within
+    h = 1e-4 of ReLU's kink, so shifting b1[2] or W1[i, 2] (for |x[0, i]| > 0.3) by +-h crosses it."""
+    rng = np.random.default_rng(7)
+    net = TwoLayerNet(4, 5, 3)
+    for p in net.params.values():
+        p[...] = rng.standard_normal(p.shape)
+    x, t = rng.standard_normal((3, 4)), np.array([0, 2, 1])
+    a = x @ net.params["W1"] + net.params["b1"]
+    net.params["b1"][2] += 3e-5 - a[0, 2]
+    return net, x, t
+
+
+def test_gradient_check_names_entries_at_a_relu_kink_instead_of_failing():
+    net, x, t = kinked_net()
+    report = gradient_check(net, x, t)
+    assert report["b1"].kinks == 1
+    expected_w1 = int(np.sum(np.abs(x[0]) * 1e-4 > 3e-5))   # the W1[i, 2] whose shift crosses 0
+    assert report["W1"].kinks == expected_w1 >= 1
+    assert report["W2"].kinks == report["b2"].kinks == 0
+    for key, check in report.items():
+        assert check.max_rel_error < 1e-6, (key, check)     # backprop is exact everywhere
+    # the excluded estimate really is off: the central difference straddles the kink
+    numerical = net.numerical_gradient(x, t)["b1"][2]
+    assert abs(numerical - net.gradient(x, t)["b1"][2]) > 1e-3 * abs(numerical)
+
+
+def test_gradient_check_still_fails_a_wrong_gradient():
+    """The kink rule excludes only entries a shift of +-h moves across 0; a real error shows."""
+    net, x, t = kinked_net()
+    right = net.gradient
+
+    def slightly_wrong(x, t):
+        grads = right(x, t)
+        grads["W2"] = grads["W2"] * 1.0001
+        grads["b1"] = grads["b1"] + 1e-4 * np.abs(grads["b1"]).max()
+        return grads
+
+    net.gradient = slightly_wrong
+    report = gradient_check(net, x, t)
+    assert report["W2"].max_rel_error > 5e-5 and report["b1"].max_rel_error > 5e-5, report
+    assert report["W1"].max_rel_error < 1e-6
+
+
+class Interrupt:
+    """f that raises KeyboardInterrupt on its n-th call."""
+
+    def __init__(self, n, f):
+        self.n, self.f, self.calls = n, f, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.f(*args)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_numerical_gradient_restores_x_when_f_is_interrupted(n):
+    x = np.array([[0.1, 0.2], [0.3, 0.4]])
+    keep = x.copy()
+    with pytest.raises(KeyboardInterrupt):
+        numerical_gradient(Interrupt(n, lambda v: float(np.sum(v ** 2))), x)
+    np.testing.assert_array_equal(x, keep)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 60])
+def test_gradient_check_interrupted_leaves_the_weights_as_they_were(n):
+    net, x, t = kinked_net()
+    keep = {k: v.copy() for k, v in net.params.items()}
+    net.loss = Interrupt(n, net.loss)
+    with pytest.raises(KeyboardInterrupt):
+        gradient_check(net, x, t)
+    for key in keep:
+        np.testing.assert_array_equal(net.params[key], keep[key], err_msg=key)
+
+
 def test_numerical_gradient_restores_x_and_handles_any_shape():
     x = np.arange(6.0).reshape(2, 3)
     keep = x.copy()
