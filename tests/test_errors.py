@@ -665,6 +665,7 @@ def test_integer_and_float16_x_are_converted_to_the_weights_dtype(backend, kind)
         np.testing.assert_array_equal(out, layer().forward(x.astype(np.float64)))
 
 
+@pytest.mark.filterwarnings("ignore:fit. x_train holds whole numbers")   # the data here are 4 * XT rounded
 @pytest.mark.parametrize("kind", [np.int32, np.float16])
 def test_fit_converts_integer_and_float16_x(kind):
     x = np.round(XT * 4).astype(kind)
