@@ -213,8 +213,9 @@ def test_single_sample_forms_are_accepted_everywhere(make, label):
     for key in batch:
         assert grads[key].shape == batch[key].shape == numerical[key].shape == net.params[key].shape
         np.testing.assert_array_equal(grads[key], batch[key])
-        scale = np.abs(grads[key]).max()
-        assert np.abs(numerical[key] - grads[key]).max() <= 1e-3 * scale + 1e-7, key
+        # central differences of a float32 loss (~2, eps 1.2e-7) over 2h = 2e-4 carry ~1e-3
+        slack = 5e-3 if net.dtype == np.float32 else 1e-7
+        assert np.abs(numerical[key] - grads[key]).max() <= 1e-3 * np.abs(grads[key]).max() + slack, key
 
 
 def test_softmax_with_loss_single_sample_as_in_chapter_4():
