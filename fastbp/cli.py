@@ -160,6 +160,8 @@ def load_saved(path):
             meta = json.loads(str(f["meta"]))
             params = {k: f[k] for k in f.files if k != "meta"}
         sizes, activation, dtype = meta["sizes"], meta["activation"], np.dtype(meta["dtype"])
+        if meta["dataset"] not in DATASETS:
+            raise ValueError(f"dataset {meta['dataset']!r} is none of {sorted(DATASETS)}")
         if not (isinstance(sizes, list) and len(sizes) >= 2
                 and all(isinstance(n, int) and n > 0 for n in sizes)):
             raise ValueError(f"sizes {sizes!r} are not layer sizes")

@@ -40,9 +40,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     catch it as Ctrl-C always did.
     """
 
-    def __init__(self, history, iters):
-        super().__init__(f"fit interrupted after {len(history.loss)} of {iters} iterations")
-        self.history = history
+    history = None
 
 
 class TrainingWarning(UserWarning):
@@ -267,7 +265,9 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                     callback(row)
         except KeyboardInterrupt as interrupt:
             history.loss = losses[:done]
-            raise TrainingInterrupted(history, iters).with_traceback(interrupt.__traceback__) from None
+            stopped = TrainingInterrupted(f"fit interrupted after {done} of {iters} iterations")
+            stopped.history = history
+            raise stopped.with_traceback(interrupt.__traceback__) from None
     history.loss = losses[:done]
     if (message := _chance_warning(history.loss, n_out, lr)) is not None:
         warnings.warn(message, TrainingWarning, stacklevel=2)

@@ -272,11 +272,18 @@ def damaged(tmp_path, how):
         np.savez(path, meta=json.dumps(meta), W1=np.ones((2, 2), np.float32))
     elif how == "a text file":
         path.write_text("W1,b1\n1,2\n")
+    elif how in ("meta without dataset", "an unknown dataset"):
+        meta = {"activation": "relu", "dtype": "float32", "sizes": [64, 5, 10]}
+        if how == "an unknown dataset":
+            meta["dataset"] = "cifar"
+        with np.load(tmp_path / "good.npz") as f:
+            np.savez(path, **{k: f[k] for k in f.files if k != "meta"}, meta=json.dumps(meta))
     return path
 
 
 @pytest.mark.parametrize("how", ["empty", "truncated", "corrupt bytes", "no end of archive", "random bytes",
-                                 "a .npy file", "an object array", "sizes of a huge net", "a text file"])
+                                 "a .npy file", "an object array", "sizes of a huge net", "a text file",
+                                 "meta without dataset", "an unknown dataset"])
 def test_evaluate_a_damaged_file_gives_one_clear_line(tmp_path, how):
     path = damaged(tmp_path, how)
     out = run("evaluate", str(path), env={"FASTBP_OFFLINE": "1"}, timeout=120)
