@@ -99,6 +99,8 @@ def cmd_train(args):
     for option, path in (("--save", save_path), ("--plot", plot_path)):
         if path and (problem := _io.write_problem(path)) is not None:
             raise ValueError(f"{option}: cannot write {path}: {problem}")
+    if plot_path:
+        check_plotting(plot_path, plot_format)
     outputs = [path for path in (save_path, plot_path) if path]
     untouched = f" ({' and '.join(outputs)} left as they were)" if outputs else ""
     name, (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, args.data_dir)
@@ -227,8 +229,13 @@ def cmd_bench(args):
 
 
 def plot_target(path):
-    """(file name, format) for --plot, checked before training: matplotlib must be installed and
-    draw that format; without a suffix, .png is added (as matplotlib's savefig would)."""
+    """(file name, format) for --plot: without a suffix .png is added, as matplotlib's savefig does."""
+    suffix = os.path.splitext(path)[1][1:].lower()
+    return (path, suffix) if suffix else (path + ".png", "png")
+
+
+def check_plotting(path, fmt):
+    """Before training: matplotlib is installed and can draw ``fmt``."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -237,13 +244,9 @@ def plot_target(path):
         raise SystemExit("error: --plot needs matplotlib, which is not installed: "
                          "pip install 'fastbp[plot]' (or pip install matplotlib)") from None
     formats = Figure().canvas.get_supported_filetypes()
-    suffix = os.path.splitext(path)[1][1:].lower()
-    if not suffix:
-        return path + ".png", "png"
-    if suffix not in formats:
-        raise ValueError(f"--plot: cannot draw {path}: matplotlib does not know the format .{suffix}; "
+    if fmt not in formats:
+        raise ValueError(f"--plot: cannot draw {path}: matplotlib does not know the format .{fmt}; "
                          f"use one of {', '.join('.' + f for f in sorted(formats))}")
-    return path, suffix
 
 
 def plot(path, history, dataset, fmt="png"):
