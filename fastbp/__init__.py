@@ -10,7 +10,8 @@ from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from .nets import MultiLayerNet, TwoLayerNet
 from .threads import blas_threads, set_blas_threads
-from .training import EpochRow, History, TrainingDiverged, fit
+from .training import (EpochRow, History, TrainingDiverged, TrainingInterrupted, TrainingWarning,
+                       fit)
 
 __version__ = "0.1.0"
 
@@ -18,7 +19,7 @@ __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss",
     "TwoLayerNet", "MultiLayerNet",
     "numerical_gradient", "gradient_check", "GradCheck",
-    "fit", "History", "EpochRow", "TrainingDiverged",
+    "fit", "History", "EpochRow", "TrainingDiverged", "TrainingInterrupted", "TrainingWarning",
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
     "use_backend", "set_backend", "get_backend", "TWINS", "blas_threads", "set_blas_threads",
 ]

@@ -38,10 +38,14 @@ def as_param(name, a):
     return a
 
 
-def as_float_array(name, a, dtype):
+def as_float_array(name, a, dtype, copy=False):
     """Data converted to ``dtype`` (C-contiguous). Integer and lower-precision float input is
     converted, as NumPy's promotion would in the book's code; bool, complex, object and
-    strings are refused. ``dtype=None`` keeps float32/float64 and makes anything else float64."""
+    strings are refused. ``dtype=None`` keeps float32/float64 and makes anything else float64.
+    ``copy=True`` always gives a new array, one the caller can keep as validated.
+
+    Values that are finite but beyond ``dtype``'s range (1e39 into float32) are refused by name
+    rather than silently turned into inf."""
     if not isinstance(a, np.ndarray):
         if isinstance(a, (list, tuple)) or isinstance(a, numbers.Real):
             a = np.asarray(a)
@@ -51,7 +55,18 @@ def as_float_array(name, a, dtype):
         raise TypeError(f"{name}: expected real numbers (float or integer dtype), got dtype {a.dtype}")
     if dtype is None:
         dtype = a.dtype if a.dtype in FLOAT_DTYPES else np.float64
-    return np.ascontiguousarray(a, dtype=dtype)
+    dtype = np.dtype(dtype)
+    if a.dtype.kind == "f" and a.dtype.itemsize > dtype.itemsize:
+        with np.errstate(over="ignore"):
+            out = np.array(a, dtype=dtype, order="C")
+        overflowed = np.isinf(out) & np.isfinite(a)
+        if overflowed.any():
+            biggest = float(np.abs(a[overflowed]).max())
+            raise ValueError(f"{name}: has values up to {biggest:.2g}, beyond {dtype}'s range "
+                             f"(+-{float(np.finfo(dtype).max):.2g}); use dtype=float64 or normalise "
+                             f"the data")
+        return out
+    return np.array(a, dtype=dtype, order="C") if copy else np.ascontiguousarray(a, dtype=dtype)
 
 
 def check_ndim(name, a, ndims):
@@ -73,20 +88,26 @@ def check_finite(name, a, hint=""):
 
 
 def as_labels(name, t, n, classes):
-    """Labels for ``n`` samples and ``classes`` classes -> (kind, array).
+    """Labels for ``n`` samples and ``classes`` classes -> (kind, array), the array a private copy.
 
     Integer class indices of shape (n,) -> ("index", int64 array); one-hot rows of shape
     (n, classes) -> ("onehot", the array). The book tells them apart by ``t.size == y.size``;
     here each form is also checked: indices are integers in [0, classes), one-hot rows are 0/1
-    with exactly one 1.
+    with exactly one 1. A single sample (n == 1) may also come as one index (a scalar) or one
+    one-hot row of shape (classes,), as in the book's chapter 4 and 5 examples.
+
+    The labels are copied first and the copy is checked and returned, so compiled code that reads
+    them later (``SoftmaxWithLoss.backward``, ``fit``) reads what was checked, whatever the caller
+    does to ``t`` in between: an index changed to 10**9 would be an out-of-bounds access.
     """
-    if not isinstance(t, np.ndarray):
-        if isinstance(t, (list, tuple)) or isinstance(t, numbers.Integral):
-            t = np.asarray(t)
-        else:
-            raise TypeError(f"{name}: expected a numpy array of labels, got {describe(t)}")
+    if not isinstance(t, np.ndarray) and not (isinstance(t, (list, tuple))
+                                              or isinstance(t, numbers.Integral)):
+        raise TypeError(f"{name}: expected a numpy array of labels, got {describe(t)}")
+    t = np.array(t, copy=True, order="C")
     if t.ndim == 0:
         t = t.reshape(1)
+    if n == 1 and t.shape == (classes,) and classes > 1:   # one one-hot row, for one sample
+        t = t.reshape(1, classes)
     if t.ndim == 2 and t.shape[1] == classes and t.shape[0] == n and t.dtype.kind in "fiub":
         if t.dtype.kind == "f":
             check_finite(name, t)
@@ -112,7 +133,7 @@ def as_labels(name, t, n, classes):
     if t.size and (t.min() < 0 or t.max() >= classes):
         bad = t[(t < 0) | (t >= classes)][0]
         raise ValueError(f"{name}: class indices must lie in [0, {classes}), got {bad}")
-    return "index", np.ascontiguousarray(t, dtype=np.int64)
+    return "index", t.astype(np.int64, copy=False)
 
 
 def positive_int(name, value):

@@ -8,16 +8,18 @@
 """
 import argparse
 import json
+import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from . import datasets
+from . import _io, datasets
 from .backend import use_backend
 from .gradcheck import gradient_check
 from .nets import MultiLayerNet, TwoLayerNet
-from .training import TrainingDiverged, fit
+from .training import TrainingDiverged, TrainingInterrupted, fit
 
 DATASETS = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist,
             "digits": datasets.load_digits}
@@ -85,9 +87,22 @@ def format_row(row):
             f"{row.loss:8.4f} {row.elapsed:7.2f}s")
 
 
+def npz_name(path):
+    """The file ``np.savez`` writes for ``path``: it adds .npz when missing; ``evaluate`` agrees."""
+    return path if path.endswith(".npz") else path + ".npz"
+
+
 def cmd_train(args):
-    if args.plot:
-        _require_matplotlib()
+    # every output is checked before the work, so a bad path costs seconds, not the training
+    save_path = npz_name(args.save) if args.save else None
+    plot_path, plot_format = plot_target(args.plot) if args.plot else (None, None)
+    for option, path in (("--save", save_path), ("--plot", plot_path)):
+        if path and (problem := _io.write_problem(path)) is not None:
+            raise ValueError(f"{option}: cannot write {path}: {problem}")
+    if plot_path:
+        check_plotting(plot_path, plot_format)
+    outputs = [path for path in (save_path, plot_path) if path]
+    untouched = f" ({' and '.join(outputs)} left as they were)" if outputs else ""
     name, (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, args.data_dir)
     dtype = np.dtype(args.dtype)
     np.random.seed(args.seed)
@@ -96,7 +111,7 @@ def cmd_train(args):
           f"{net.params[f'W{len(args.hidden) + 1}'].shape[1]} {args.activation}, {dtype}; "
           f"{len(x_train):,} train / {len(x_test):,} test samples; iters {args.iters}, "
           f"batch {args.batch_size}, lr {args.lr}, seed {args.seed}, backend {args.backend}")
-    print(HEADER)
+    print(HEADER, flush=True)
     start = time.perf_counter()
     try:
         with use_backend(args.backend):
@@ -106,53 +121,76 @@ def cmd_train(args):
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:
+        print(f"interrupted after {len(stop.history.loss):,} of {args.iters:,} iterations; "
+              f"nothing saved{untouched}", file=sys.stderr)
+        return 130
     total = time.perf_counter() - start
     last = history.rows[-1]
     print(f"done: {args.iters} iterations in {total:.2f} s ({history.train_seconds:.2f} s in SGD "
           f"steps: {history.iterations_per_second:,.0f} iterations/s, "
           f"{1e6 * history.train_seconds / args.iters:.0f} us/iteration; "
           f"{history.eval_seconds:.2f} s measuring accuracy); "
-          f"final train acc {last.train_acc:.4f}, test acc {last.test_acc:.4f}")
-    if args.save:
-        save(args.save, net, name, args.activation)
-        print(f"saved: {args.save}")
-    if args.plot:
-        plot(args.plot, history, name)
-        print(f"plot: {args.plot}")
+          f"final train acc {last.train_acc:.4f}, test acc {last.test_acc:.4f}", flush=True)
+    try:
+        if save_path:
+            save(save_path, net, name, args.activation)
+            print(f"saved: {save_path}", flush=True)
+        if plot_path:
+            plot(plot_path, history, name, plot_format)
+            print(f"plot: {plot_path}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted while writing the outputs; any not reported written were left as they "
+              "were", file=sys.stderr)
+        return 130
     return 0
 
 
 def save(path, net, dataset, activation):
+    """The net's parameters and what rebuilds it, as .npz, written whole or not at all."""
     meta = {"dataset": dataset, "activation": activation, "dtype": str(net.dtype),
             "sizes": [net.params["W1"].shape[0]] + [net.params[f"W{i}"].shape[1]
                                                      for i in range(1, len(net.params) // 2 + 1)]}
-    np.savez(path, meta=json.dumps(meta), **net.params)
+    with _io.atomic_write(path) as f:
+        np.savez(f, meta=json.dumps(meta), **net.params)
 
 
 def load_saved(path):
+    """(net, meta) from a file written by ``save``; anything else is one ValueError."""
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             params = {k: f[k] for k in f.files if k != "meta"}
         sizes, activation, dtype = meta["sizes"], meta["activation"], np.dtype(meta["dtype"])
+        if meta["dataset"] not in DATASETS:
+            raise ValueError(f"dataset {meta['dataset']!r} is none of {sorted(DATASETS)}")
+        if not (isinstance(sizes, list) and len(sizes) >= 2
+                and all(isinstance(n, int) and n > 0 for n in sizes)):
+            raise ValueError(f"sizes {sizes!r} are not layer sizes")
+        expected = {}
+        for i in range(1, len(sizes)):
+            expected[f"W{i}"], expected[f"b{i}"] = (sizes[i - 1], sizes[i]), (sizes[i],)
+        # before build_net allocates anything: the arrays in the file must be the net's
+        if set(params) != set(expected):
+            raise ValueError(f"holds arrays {sorted(params)}, expected {sorted(expected)}")
+        for key, value in params.items():
+            if value.shape != expected[key]:
+                raise ValueError(f"{key} has shape {value.shape}, expected {expected[key]}")
         net = build_net(sizes[0], sizes[1:-1], sizes[-1], activation, dtype)
-    except (OSError, KeyError, IndexError, TypeError, ValueError) as error:
+    except Exception as error:   # a damaged or foreign file fails in many ways; all mean the same
         raise ValueError(f"{path}: not a net saved by `fastbp train --save` "
                          f"({type(error).__name__}: {error})") from None
-    if set(params) != set(net.params):
-        raise ValueError(f"{path}: holds arrays {sorted(params)}, expected {sorted(net.params)}")
     for key, value in params.items():
-        if net.params[key].shape != value.shape:
-            raise ValueError(f"{path}: {key} has shape {value.shape}, expected {net.params[key].shape}")
         net.params[key][...] = value
     return net, meta
 
 
 def cmd_evaluate(args):
-    net, meta = load_saved(args.file)
+    path = npz_name(args.file)
+    net, meta = load_saved(path)
     name = args.dataset or meta["dataset"]
     name, (x_train, t_train), (x_test, t_test) = load_dataset(name, args.data_dir)
-    print(f"{args.file}: {type(net).__name__} {'-'.join(map(str, meta['sizes']))} {meta['activation']} "
+    print(f"{path}: {type(net).__name__} {'-'.join(map(str, meta['sizes']))} {meta['activation']} "
           f"trained on {meta['dataset']}")
     print(f"{name}: train acc {net.accuracy(x_train, t_train):.4f}, test acc {net.accuracy(x_test, t_test):.4f}")
     return 0
@@ -161,6 +199,9 @@ def cmd_evaluate(args):
 def cmd_gradcheck(args):
     name, (x_train, t_train), _ = load_dataset(args.dataset, args.data_dir)
     np.random.seed(args.seed)
+    if args.samples > len(x_train):
+        raise ValueError(f"--samples: expected at most the number of training samples of {name} "
+                         f"({len(x_train)}), got {args.samples}")
     net = build_net(x_train.shape[1], args.hidden, int(t_train.max()) + 1, args.activation, np.float64)
     x, t = x_train[:args.samples], t_train[:args.samples]
     print(f"gradient check: {type(net).__name__} {x.shape[1]}-{'-'.join(map(str, args.hidden))}-"
@@ -173,6 +214,10 @@ def cmd_gradcheck(args):
     for key, check in report.items():
         print(f"{key:>6} {check.mean_abs_diff:28.3e} {check.max_rel_error:14.3e}")
         worst = max(worst, check.max_rel_error)
+    for key, check in report.items():
+        if check.kinks:
+            print(f"{key}: {check.kinks} {'entry' if check.kinks == 1 else 'entries'} within h of a "
+                  f"ReLU kink, excluded: numerical estimate unreliable there")
     ok = worst < 1e-6
     print(f"{'OK' if ok else 'FAIL'}: max relative error {worst:.1e} ({'<' if ok else '>='} 1e-6)")
     return 0 if ok else 1
@@ -183,15 +228,28 @@ def cmd_bench(args):
     return bench_main(args)
 
 
-def _require_matplotlib():
+def plot_target(path):
+    """(file name, format) for --plot: without a suffix .png is added, as matplotlib's savefig does."""
+    suffix = os.path.splitext(path)[1][1:].lower()
+    return (path, suffix) if suffix else (path + ".png", "png")
+
+
+def check_plotting(path, fmt):
+    """Before training: matplotlib is installed and can draw ``fmt``."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
     except ImportError:
         raise SystemExit("error: --plot needs matplotlib, which is not installed: "
                          "pip install 'fastbp[plot]' (or pip install matplotlib)") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    if fmt not in formats:
+        raise ValueError(f"--plot: cannot draw {path}: matplotlib does not know the format .{fmt}; "
+                         f"use one of {', '.join('.' + f for f in sorted(formats))}")
 
 
-def plot(path, history, dataset):
+def plot(path, history, dataset, fmt="png"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -205,8 +263,11 @@ def plot(path, history, dataset):
     right.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     right.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with _io.atomic_write(path) as f:
+            fig.savefig(f, dpi=100, format=fmt)
+    finally:
+        plt.close(fig)
 
 
 def parser():
@@ -234,12 +295,14 @@ def parser():
     t.add_argument("--batch-size", type=_positive(int), default=100)
     t.add_argument("--lr", type=_positive(float), default=0.1)
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves (needs matplotlib)")
-    t.add_argument("--save", metavar="FILE.npz", help="save the trained parameters")
+    t.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves (needs matplotlib); "
+                                                      ".png is added when there is no suffix")
+    t.add_argument("--save", metavar="FILE.npz", help="save the trained parameters (.npz is added "
+                                                      "when missing)")
     t.set_defaults(run=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy of a net saved with train --save")
-    e.add_argument("file")
+    e.add_argument("file", help="a file written by train --save (.npz is added when missing)")
     e.add_argument("--dataset", choices=["auto", *DATASETS], default=None,
                    help="default: the dataset it was trained on")
     e.add_argument("--data-dir")
@@ -263,13 +326,24 @@ def parser():
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv=None):
+    """Run the command; exit code 0, 1 (training diverged, gradient check failed), 2 (bad input),
+    130 (interrupted: one line saying what was kept, no traceback)."""
     args = parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, datasets.DatasetNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning   # a warning is one line, like an error
+        try:
+            return args.run(args)
+        except (ValueError, TypeError, datasets.DatasetNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

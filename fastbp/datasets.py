@@ -11,7 +11,8 @@ complete copy they find:
    variable, else a per-user cache folder (``$XDG_CACHE_HOME/fastbp``, ``~/.cache/fastbp``, or
    ``%LOCALAPPDATA%\\fastbp`` on Windows); see ``default_data_dir``;
 2. MNIST only: the book's pickle, ``<data folder>/mnist/mnist.pkl`` or ``<data folder>/mnist.pkl``
-   (unpickled, so only point fastbp at pickles you trust);
+   (unpickling runs code, so it is read only from a file and folder that no user but you or root
+   can write to; see ``fastbp._io.open_for_unpickling``);
    Fashion-MNIST only: Debian's ``/usr/share/datasets/fashion-mnist`` (package
    ``dataset-fashion-mnist``);
 3. with ``download=True`` (and the environment variable ``FASTBP_OFFLINE`` unset or empty): the
@@ -30,16 +31,18 @@ import hashlib
 import http.client
 import importlib.resources
 import io
+import math
 import os
 import pickle
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from . import _io
 
 __all__ = [
     "DatasetNotFoundError", "read_idx", "default_data_dir",
@@ -105,8 +108,8 @@ class DatasetNotFoundError(FileNotFoundError):
 def read_idx(path):
     """Read an IDX file of unsigned bytes (gzip-compressed or raw) into an array of shape dims.
 
-    Layout: magic ``00 00 08 NN`` (NN = number of dims, 1..4), NN big-endian uint32 sizes, then
-    exactly prod(sizes) bytes. Anything else raises ``ValueError`` naming the file.
+    Layout: magic ``00 00 08 NN`` (NN = number of dims, 1..4), NN big-endian uint32 sizes (none of
+    them 0), then exactly prod(sizes) bytes. Anything else raises ``ValueError`` naming the file.
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -132,7 +135,10 @@ def read_idx(path):
         raise ValueError(f"{path}: IDX header cut short: {len(raw)} bytes, expected {header} "
                          f"(magic + {ndim} dimension sizes)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
+    if 0 in dims:
+        raise ValueError(f"{path}: IDX header gives a size of 0 (dims {' x '.join(map(str, dims))}); "
+                         "expected positive sizes: the file is empty or damaged")
+    expected = math.prod(dims)   # exact: four sizes of up to 2**32 - 1 overflow int64
     found = len(raw) - header
     if found != expected:
         what = "truncated" if found < expected else "trailing bytes after the data"
@@ -183,12 +189,12 @@ def _read_idx_set(paths):
 def _read_book_pickle(path):
     """The book's ``mnist.pkl``: a dict of train_img, test_img (N, 784) uint8 and train_label,
     test_label (N,)."""
-    try:
-        with open(path, "rb") as f:
+    with _io.open_for_unpickling(path) as f:   # refuses a file another user could have written
+        try:
             data = pickle.load(f)
-    except Exception as error:   # unpickling can fail in many ways; all mean "not a good file"
-        raise ValueError(f"{path}: cannot unpickle ({type(error).__name__}: {error}); expected the "
-                         "book's mnist.pkl, a pickled dict of NumPy arrays") from None
+        except Exception as error:   # unpickling can fail in many ways; all mean "not a good file"
+            raise ValueError(f"{path}: cannot unpickle ({type(error).__name__}: {error}); expected "
+                             "the book's mnist.pkl, a pickled dict of NumPy arrays") from None
     keys = ("train_img", "train_label", "test_img", "test_label")
     if not isinstance(data, dict) or not all(k in data for k in keys):
         got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
@@ -232,24 +238,24 @@ def _fetch(url, dest, sha256):
     The bytes only get the name ``dest`` after their SHA-256 matched, so a half or wrong file never
     sits under the final name; the temporary file is removed on every failure, Ctrl-C included.
     """
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    digest = hashlib.sha256()
+    size = 0
     try:
-        digest = hashlib.sha256()
-        size = 0
-        with os.fdopen(fd, "wb") as out, \
+        with _io.atomic_write(dest) as out, \
                 urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-        received = digest.hexdigest()
-        if received != sha256:
-            return size, received
-        os.replace(tmp, dest)
-        return size, received
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            if digest.hexdigest() != sha256:
+                raise _ChecksumMismatch
+    except _ChecksumMismatch:
+        pass
+    return size, digest.hexdigest()
+
+
+class _ChecksumMismatch(Exception):
+    """Raised inside ``atomic_write`` to discard a download whose hash is wrong."""
 
 
 def _download(name, folder, missing):
@@ -282,12 +288,9 @@ def _writable_folder_problem(folder):
     """None if files can be created in ``folder`` (made if needed), else why not."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fastbp-write-test.")
-        os.close(fd)
-        os.unlink(probe)
     except OSError as error:
         return f"{type(error).__name__}: {error.strerror or error}"
-    return None
+    return _io.write_problem(folder / FILE_NAMES[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 validate the input, call a kernel (or its reference twin, see ``fastbp.use_backend``), keep the
 state that backward needs.
 
-MulLayer and AddLayer are the teaching nodes of the apple example: on Python numbers they do plain
-Python arithmetic (so the seeds' printed values come out digit for digit); on arrays they broadcast
-like NumPy and backward returns each input's gradient in that input's own shape.
+MulLayer and AddLayer are the teaching nodes of the apple example: on numbers they do plain
+Python arithmetic (so the seeds' printed values come out digit for digit); otherwise (arrays, and
+lists or tuples, which are taken as arrays) they broadcast like NumPy and backward returns each
+input's gradient in that input's own shape: summed over what broadcasting repeated, a number for
+a number.
 """
+import numbers
+
 import numpy as np
 
 from . import _checks
@@ -14,17 +18,48 @@ from .backend import ops
 
 def _unbroadcast(grad, shape):
     """Sum grad over the axes that broadcasting added or stretched, back to ``shape``."""
-    grad = np.asarray(grad)
-    while grad.ndim > len(shape):
-        grad = grad.sum(axis=0)
-    for axis, size in enumerate(shape):
-        if size == 1 and grad.shape[axis] != 1:
-            grad = grad.sum(axis=axis, keepdims=True)
+    lead = grad.ndim - len(shape)
+    if lead:
+        grad = grad.sum(axis=tuple(range(lead)))
+    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and grad.shape[axis] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
     return grad
 
 
-def _shape(v):
-    return np.shape(v) if isinstance(v, np.ndarray) else None
+def _operand(v):
+    """Lists and tuples become arrays, so [1, 2] * 3 is [3, 6] (not [1, 2, 1, 2, 1, 2])."""
+    return np.asarray(v) if isinstance(v, (list, tuple)) else v
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Number)
+
+
+def _upstream(layer, dout, out_shape):
+    """dout as an array that broadcasts to forward's output shape (a number counts for every entry)."""
+    dout = np.asarray(dout)
+    try:
+        fits = np.broadcast_shapes(dout.shape, out_shape) == out_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{layer}.backward: dout must have the shape of forward's output {out_shape} "
+                         f"(or broadcast to it), got {dout.shape}")
+    return dout
+
+
+def _gradient(g, v, out_shape):
+    """dL/dv from g = dout * (d out / d v): g broadcast to the output's shape, then summed over the
+    axes broadcasting gave v, so it has v's shape; a number gets a number (as PyTorch gives a 0-d
+    tensor a 0-d gradient: the sum)."""
+    g = np.asarray(g)
+    if g.shape != out_shape:
+        g = np.broadcast_to(g, out_shape)
+    g = np.asarray(_unbroadcast(g, np.shape(v)))
+    if not isinstance(v, np.ndarray):
+        return g[()] if isinstance(v, np.generic) else g.item()   # a Python number for one
+    return g if g.flags.writeable else g.copy()   # never a read-only broadcast view or scalar
 
 
 class MulLayer:
@@ -33,22 +68,22 @@ class MulLayer:
     def __init__(self):
         self.x = None
         self.y = None
+        self._out_shape = None
 
     def forward(self, x, y):
-        self.x = x
-        self.y = y
-        return x * y
+        x, y = _operand(x), _operand(y)
+        out = x * y
+        self.x, self.y, self._out_shape = x, y, np.shape(out)
+        return out
 
     def backward(self, dout):
         if self.x is None:
             raise RuntimeError("MulLayer.backward: call forward first")
-        dx = dout * self.y
-        dy = dout * self.x
-        if _shape(self.x) is not None:
-            dx = _unbroadcast(dx, self.x.shape)
-        if _shape(self.y) is not None:
-            dy = _unbroadcast(dy, self.y.shape)
-        return dx, dy
+        if _is_number(self.x) and _is_number(self.y):
+            return dout * self.y, dout * self.x   # the book's own arithmetic on numbers
+        dout = _upstream("MulLayer", _operand(dout), self._out_shape)
+        return (_gradient(dout * self.y, self.x, self._out_shape),
+                _gradient(dout * self.x, self.y, self._out_shape))
 
 
 class AddLayer:
@@ -57,19 +92,23 @@ class AddLayer:
     def __init__(self):
         self.x_shape = None
         self.y_shape = None
+        self._inputs = None
 
     def forward(self, x, y):
-        self.x_shape, self.y_shape = _shape(x), _shape(y)
-        return x + y
+        x, y = _operand(x), _operand(y)
+        out = x + y
+        self.x_shape, self.y_shape, self._out_shape = np.shape(x), np.shape(y), np.shape(out)
+        self._inputs = x, y   # only their kind and shape matter to backward
+        return out
 
     def backward(self, dout):
-        dx = dout * 1
-        dy = dout * 1
-        if self.x_shape is not None:
-            dx = _unbroadcast(dx, self.x_shape)
-        if self.y_shape is not None:
-            dy = _unbroadcast(dy, self.y_shape)
-        return dx, dy
+        if self._inputs is None:
+            raise RuntimeError("AddLayer.backward: call forward first")
+        x, y = self._inputs
+        if _is_number(x) and _is_number(y):
+            return dout * 1, dout * 1
+        dout = _upstream("AddLayer", _operand(dout), self._out_shape)
+        return _gradient(dout, x, self._out_shape), _gradient(dout, y, self._out_shape)
 
 
 def _check_dout(layer, dout, shape, dtype):
@@ -201,8 +240,11 @@ class Affine:
 class SoftmaxWithLoss:
     """Softmax and cross-entropy error as one node: loss = -mean_n log softmax(x_n)[t_n].
 
-    ``t`` may be class indices (N,) or one-hot rows (N, C). backward returns (y - t) / N and, like
-    the book's, ignores ``dout`` (the loss is the end of the graph).
+    ``t`` may be class indices (N,) or one-hot rows (N, C); a single sample may be a 1-d ``x`` (C,)
+    with one index or one one-hot row (C,), and then ``y`` and backward's dx are 1-d too. backward
+    returns (y - t) / N and, like the book's, ignores ``dout`` (the loss is the end of the graph).
+    ``t`` keeps the caller's labels, as the book's; backward computes from a private copy of them,
+    so changing ``t`` between forward and backward changes nothing.
     """
 
     def __init__(self):
@@ -213,24 +255,27 @@ class SoftmaxWithLoss:
     def forward(self, x, t):
         x = _checks.as_float_array("SoftmaxWithLoss.forward: x", x, None)
         _checks.check_ndim("SoftmaxWithLoss.forward: x", x, (1, 2))
-        if x.ndim == 1:
+        single = x.ndim == 1
+        if single:
             x = x.reshape(1, -1)
         _checks.check_nonempty("SoftmaxWithLoss.forward: x", x)
         _checks.check_finite("SoftmaxWithLoss.forward: x", x,
                              hint=" (training diverged? lower the learning rate)")
         kind, labels = _checks.as_labels("SoftmaxWithLoss.forward: t", t, x.shape[0], x.shape[1])
         if kind == "index":
-            self.loss, self.y = ops().softmax_cross_entropy(x, labels)
+            self.loss, y = ops().softmax_cross_entropy(x, labels)
             self._backward = ops().softmax_cross_entropy_backward
         else:
             labels = np.ascontiguousarray(labels, dtype=x.dtype)
-            self.loss, self.y = ops().softmax_cross_entropy_onehot(x, labels)
+            self.loss, y = ops().softmax_cross_entropy_onehot(x, labels)
             self._backward = ops().softmax_cross_entropy_onehot_backward
+        self.y = y[0] if single else y
         self.t = t
-        self._labels = labels
+        self._y, self._labels, self._single = y, labels, single   # what backward's kernel reads
         return self.loss
 
     def backward(self, dout=1):
         if self.y is None:
             raise RuntimeError("SoftmaxWithLoss.backward: call forward first")
-        return self._backward(self.y, self._labels)
+        dx = self._backward(self._y, self._labels)
+        return dx[0] if self._single else dx

@@ -10,11 +10,18 @@ So ``fit`` runs with ``blas_threads()`` threads in both pools and restores the p
 afterwards. The default is 1; set ``FASTBP_BLAS_THREADS`` (or call ``set_blas_threads``) to use more
 where a measurement on your machine (``fastbp bench``) shows they pay. The book-style layer path
 leaves BLAS as configured by the process (``OPENBLAS_NUM_THREADS``, threadpoolctl).
+
+The BLAS setting is one per process, so runs that overlap (``fit`` in two threads) share it: the
+first to start sets the limit, the last to finish restores what was there before, and runs that
+start while the limit is held train with it. fastbp sets the count itself from whichever thread
+runs first or last: threadpoolctl (3.8) lets only the first Python thread that limited OpenBLAS
+change it again, so a limit or a restore asked from another thread would silently do nothing.
 """
 import contextlib
 import os
+import threading
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _checks
 
@@ -38,8 +45,39 @@ def set_blas_threads(n):
     _override = None if n is None else _checks.positive_int("n", n)
 
 
+_lock = threading.Lock()
+_holders = 0      # limited_blas bodies running now, in any thread
+_saved = []       # (BLAS library controller, its thread count before the first body)
+
+
+def _set_threads(library, n):
+    # threadpoolctl >= 3.8 ignores a set from any Python thread but the one controlling OpenBLAS;
+    # fastbp's holders agree among themselves (the lock below), so it sets the count directly
+    getattr(library, "_real_set_num_threads", library.set_num_threads)(n)
+
+
 @contextlib.contextmanager
 def limited_blas(n=None):
-    """Limit every BLAS in the process to ``n`` (default ``blas_threads()``) threads, then restore."""
-    with threadpool_limits(limits=blas_threads() if n is None else n, user_api="blas"):
+    """Limit every BLAS in the process to ``n`` (default ``blas_threads()``) threads, then restore.
+
+    Re-entrant and thread-safe: while any body runs, in any thread, the limit stays; the first
+    body sets it (one that starts while it is held runs with it) and the last to leave restores
+    the counts from before the first."""
+    global _holders, _saved
+    with _lock:
+        if _holders == 0:
+            limit = blas_threads() if n is None else n
+            libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+            _saved = [(library, library.num_threads) for library in libraries]
+            for library, _ in _saved:
+                _set_threads(library, limit)
+        _holders += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                for library, count in _saved:
+                    _set_threads(library, count)
+                _saved = []

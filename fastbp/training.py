@@ -1,7 +1,15 @@
-"""``fit``: the seeds' training loop (random mini-batches, SGD, accuracy every epoch), with the
-steps between two evaluations run as one call into compiled code, so there is no Python per step.
+"""``fit``: the seeds' training loop (random mini-batches, SGD, accuracy every epoch), its steps run
+by compiled code with no Python per step.
+
+The steps between two evaluations run as a few calls of ``sgd_steps``, each sized from the measured
+step time to last about ``CALL_SECONDS``: Python can only act on Ctrl-C between two such calls, so
+an interrupt is honoured within a fraction of a second, and never halfway through an update. The
+batches are drawn call by call from one generator stream, so they, and the weights, are those of
+drawing them all at once; memory does not grow with ``iters``.
 """
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,9 +18,33 @@ from . import _checks
 from .backend import ops
 from .threads import limited_blas
 
+CALL_SECONDS = 0.15          # target length of one compiled call, i.e. the longest wait for Ctrl-C
+_BATCH_ENTRIES = 1 << 20     # batch indices drawn at once at most (8 MB of int64), whatever iters
+_EVAL_FLOPS = 1e9            # work per compiled call while measuring accuracy
+_PREDICT_BLOCK = 2048        # predict_labels' own block of rows (kernels/step.py)
+UNNORMALISED_ABOVE = 2       # whole-number input beyond this looks like raw pixels or counts
+CHANCE_TOLERANCE = 0.02      # final loss above 98 % of ln(classes): nothing learnt
+_CHANCE_STEPS = 100          # ... judged on the mean of the last this many steps, if fit ran as many
+
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite: the learning rate is too large for this net and data."""
+    """A loss or a weight became NaN or infinite: the learning rate is too large for this net and data."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C, or a KeyboardInterrupt raised by the callback, stopped ``fit``.
+
+    ``history`` is the History so far (``len(history.loss)`` steps, the rows evaluated). The net
+    holds the weights after exactly those steps, the weights ``fit`` with the same seed and
+    ``iters=len(history.loss)`` gives. Being a KeyboardInterrupt, it stops a program that does not
+    catch it as Ctrl-C always did.
+    """
+
+    history = None
+
+
+class TrainingWarning(UserWarning):
+    """``fit`` finished, but something suggests the net did not learn (or will not learn) well."""
 
 
 @dataclass
@@ -48,7 +80,9 @@ class History:
 
 
 def _data(name, x, t, n_in, n_out, dtype):
-    x = _checks.as_float_array(name, x, dtype)
+    """Private, checked copies of x (N, n_in) and its labels (N,) int64: fit reads only these, so
+    whatever a callback does to the caller's arrays, the compiled steps read what was checked."""
+    x = _checks.as_float_array(name, x, dtype, copy=True)
     _checks.check_nonempty(name, x)
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] != n_in:
@@ -62,7 +96,65 @@ def _data(name, x, t, n_in, n_out, dtype):
 
 
 def _accuracy(x, t, weights, biases, activation):
-    return float(np.mean(ops().predict_labels(x, weights, biases, activation) == t))
+    """Share of the rows of x predicted as t, a slice of rows per compiled call (so Ctrl-C waits
+    for one slice). Slices are whole numbers of predict_labels' blocks: the result is one call's."""
+    flops_per_row = 2 * sum(W.size for W in weights)
+    rows = _PREDICT_BLOCK * max(1, int(_EVAL_FLOPS / (_PREDICT_BLOCK * flops_per_row)))
+    hits = 0
+    for start in range(0, len(x), rows):
+        labels = ops().predict_labels(x[start:start + rows], weights, biases, activation)
+        hits += int(np.count_nonzero(labels == t[start:start + rows]))
+    return hits / len(x)
+
+
+def _unnormalised_warning(x):
+    """The warning for input of whole numbers beyond UNNORMALISED_ABOVE (pixels 0..255), or None.
+    Only whole numbers: standardised data can exceed 2 in places and is fine."""
+    top = max(float(x.max()), -float(x.min()))
+    sample = x[:1000]
+    if top <= UNNORMALISED_ABOVE or not np.array_equal(sample, np.round(sample)):
+        return None
+    return (f"fit: x_train holds whole numbers up to {top:g}, like raw pixel values; SGD on "
+            f"unnormalised input tends to stall or diverge: scale it to [0, 1] (x / {top:g}; "
+            f"load_mnist(normalize=True) divides pixels by 255) or standardise it")
+
+
+def _chance_warning(losses, classes, lr):
+    """The warning for a final loss at (or above) ln(classes), what guessing uniformly costs, or
+    None. A net whose ReLUs all died, after a huge step or on unnormalised input, ends there."""
+    if len(losses) < _CHANCE_STEPS or classes < 2:
+        return None
+    final, chance = float(losses[-_CHANCE_STEPS:].mean()), math.log(classes)
+    if final < (1 - CHANCE_TOLERANCE) * chance:
+        return None
+    return (f"fit: the loss ended at {final:.4f}, no better than chance for {classes} classes "
+            f"(ln {classes} = {chance:.4f}): the net learnt nothing. Try a smaller learning rate "
+            f"(lr={lr:g} now), normalised input, or a smaller weight_init_std")
+
+
+def _divergence(kernels, x, t, batches, weights, biases, activation, lr, first, snapshot):
+    """TrainingDiverged for the first step of a diverged call (steps first, first + 1, ...) whose
+    loss is not finite, or after which a weight is not: the call replayed step by step from
+    ``snapshot``, the parameters as they were before it (a step's result does not depend on how
+    many steps a call takes)."""
+    params = [*weights, *biases]
+    names = [f"W{i}" for i in range(1, len(weights) + 1)] + [f"b{i}" for i in range(1, len(biases) + 1)]
+    for p, before in zip(params, snapshot):
+        np.copyto(p, before)
+    loss = np.zeros(1)
+    for s in range(len(batches)):
+        kernels.sgd_steps(x, t, batches[s:s + 1], weights, biases, activation, lr, loss)
+        what = None if np.isfinite(loss[0]) else f"the loss became {loss[0]}"
+        for name, p in zip(names, params):
+            if what is None and not np.isfinite(p).all():
+                where = tuple(int(i) for i in np.argwhere(~np.isfinite(p))[0])
+                what = f"{name} became {p[where]} at index {where}"
+        if what is not None:
+            return TrainingDiverged(f"fit: {what} at iteration {first + s} (lr={lr}); training "
+                                    "diverged: lower the learning rate")
+    return TrainingDiverged(f"fit: a loss or weight became NaN or infinite during iterations {first} "
+                            f"to {first + len(batches) - 1} (lr={lr}); training diverged: lower the "
+                            "learning rate")
 
 
 def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_size=100, lr=0.1,
@@ -75,10 +167,17 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     are measured and a row is added (``callback(row)`` is called with it, e.g. to print).
     ``eval_every`` defaults to one epoch, ``max(train_size // batch_size, 1)`` steps, so the rows
     match the seeds' table. The same ``seed`` gives the same batches, hence (with the same thread
-    settings) the same weights. Labels may be class indices or one-hot.
+    settings) the same weights. Labels may be class indices or one-hot. ``fit`` trains on private
+    copies of the data, checked once: changing the arrays passed in (from a callback, say) does not
+    change what it reads.
 
     BLAS runs with ``fastbp.threads.blas_threads()`` threads (default 1; see fastbp/threads.py).
-    Raises TrainingDiverged when the loss becomes NaN or infinite.
+    Raises TrainingDiverged when a loss or a weight becomes NaN or infinite, naming the step and
+    the weight. Ctrl-C, or a KeyboardInterrupt from ``callback``, raises TrainingInterrupted (a
+    KeyboardInterrupt) within about CALL_SECONDS plus one slice of evaluation; the net then holds
+    the weights after the last completed step, never half an update, and the exception carries
+    the History so far. Warns (TrainingWarning) when x_train looks unnormalised and when the
+    final loss sits at chance level.
     """
     if not callable(getattr(net, "stack", None)):
         raise TypeError(f"net: expected a TwoLayerNet or MultiLayerNet, got {type(net).__name__}")
@@ -106,34 +205,70 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     lr = _checks.positive_float("lr", lr)
     per_epoch = max(x.shape[0] // batch_size, 1)
     eval_every = per_epoch if eval_every is None else _checks.positive_int("eval_every", eval_every)
+    if (message := _unnormalised_warning(x)) is not None:
+        warnings.warn(message, TrainingWarning, stacklevel=2)
     rng = np.random.default_rng(seed)
 
     kernels = ops()
-    history = History(loss=np.zeros(iters))
+    params = [*weights, *biases]
+    history = History()
+    losses = np.zeros(min(iters, 1 << 16))    # grows as steps are done, never to more than iters
+    most = max(1, _BATCH_ENTRIES // batch_size)
+    steps, timed = 1, False   # the first call also compiles: one step, and its time says nothing
+    done = 0
     with limited_blas():
         start = time.perf_counter()
-        done = 0
-        while done < iters:
-            # steps up to and including the next evaluation point i (i % eval_every == 0, or the last)
-            stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
-            batches = rng.integers(0, x.shape[0], size=(stop - done, batch_size))
-            tick = time.perf_counter()
-            kernels.sgd_steps(x, t, batches, weights, biases, activation, lr, history.loss[done:stop])
-            tock = time.perf_counter()
-            history.train_seconds += tock - tick
-            losses = history.loss[done:stop]
-            if not np.isfinite(losses).all():
-                bad = done + int(np.argmin(np.isfinite(losses)))
-                raise TrainingDiverged(f"fit: the loss became {history.loss[bad]} at iteration {bad} "
-                                       f"(lr={lr}); training diverged: lower the learning rate")
-            row = EpochRow(
-                epoch=stop / per_epoch, iteration=stop,
-                train_acc=_accuracy(x, t, weights, biases, activation),
-                test_acc=None if x_test is None else _accuracy(x_test, t_test, weights, biases, activation),
-                loss=float(losses.mean()), elapsed=time.perf_counter() - start)
-            history.eval_seconds += time.perf_counter() - tock
-            history.rows.append(row)
-            if callback is not None:
-                callback(row)
-            done = stop
+        try:
+            while done < iters:
+                # steps up to and including the next evaluation point i (i % eval_every == 0, or the last)
+                stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
+                first = done
+                while done < stop:
+                    k = min(steps, stop - done)
+                    if done + k > len(losses):
+                        grown = np.zeros(min(iters, max(2 * len(losses), done + k)))
+                        grown[:done] = losses[:done]
+                        losses = grown
+                    batches = rng.integers(0, x.shape[0], size=(k, batch_size))
+                    snapshot = [p.copy() for p in params]
+                    before = done
+                    tick = time.perf_counter()
+                    try:
+                        kernels.sgd_steps(x, t, batches, weights, biases, activation, lr,
+                                          losses[done:done + k])
+                        seconds = time.perf_counter() - tick
+                        if not (np.isfinite(losses[done:done + k]).all()
+                                and all(np.isfinite(p).all() for p in params)):
+                            raise _divergence(kernels, x, t, batches, weights, biases, activation,
+                                              lr, done, snapshot)
+                        done = before + k   # the last statement: from here the steps count
+                    except KeyboardInterrupt:
+                        if done == before:   # (steps of a call interrupted half-way, or not counted)
+                            for p, kept in zip(params, snapshot):
+                                np.copyto(p, kept)
+                        raise
+                    history.train_seconds += seconds
+                    # the rate just measured sets the next call's length; a call cut short by an
+                    # evaluation point may only shrink it, and growth is at most 4x per call
+                    if timed and (k == steps or seconds > CALL_SECONDS):
+                        steps = max(1, min(4 * steps, int(CALL_SECONDS * k / max(seconds, 1e-9)), most))
+                    timed = True
+                tock = time.perf_counter()
+                row = EpochRow(
+                    epoch=stop / per_epoch, iteration=stop,
+                    train_acc=_accuracy(x, t, weights, biases, activation),
+                    test_acc=None if x_test is None else _accuracy(x_test, t_test, weights, biases, activation),
+                    loss=float(losses[first:stop].mean()), elapsed=time.perf_counter() - start)
+                history.eval_seconds += time.perf_counter() - tock
+                history.rows.append(row)
+                if callback is not None:
+                    callback(row)
+        except KeyboardInterrupt as interrupt:
+            history.loss = losses[:done]
+            stopped = TrainingInterrupted(f"fit interrupted after {done} of {iters} iterations")
+            stopped.history = history
+            raise stopped.with_traceback(interrupt.__traceback__) from None
+    history.loss = losses[:done]
+    if (message := _chance_warning(history.loss, n_out, lr)) is not None:
+        warnings.warn(message, TrainingWarning, stacklevel=2)
     return history

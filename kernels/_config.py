@@ -5,11 +5,17 @@
   as NaN instead of being optimised into nonsense.
 - ``error_model="numpy"``: division follows NumPy (inf/nan) instead of raising, which removes a
   branch per division.
-- ``cache=True`` keeps compiled code on disk. Numba caches next to the source, else in a per-user
-  folder; when neither is writable (read-only install and read-only home) it would refuse to import,
-  so ``_cache_enabled`` points it at a temporary folder, or turns caching off as a last resort.
+- ``CACHE``: compiled code is kept on disk, and Numba loads it back by *unpickling* its index
+  files, so whoever can write to the cache folder can run code in this process. ``CACHE`` is on only
+  when the folder Numba will use for these kernels is private (``folder_problem``): Numba's own
+  choice (next to the source, else its per-user folder, or ``NUMBA_CACHE_DIR`` when set), else the
+  per-user folder, else a folder of our own in the temporary directory, created 0700. When none
+  is private, caching is off (kernels compile on every start) with one RuntimeWarning saying why.
+  A ``NUMBA_CACHE_DIR`` that is not private is the user's choice and is left as it is: fastbp's
+  kernels then just do not cache.
 """
 import os
+import stat
 import tempfile
 import warnings
 
@@ -20,28 +26,115 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 ERROR_MODEL = "numpy"
 
 
-def _writable(path):
+def _uid():
+    """This process's effective user id, or None where there is none (Windows, whose per-user
+    temporary and cache folders are private already). Tests replace it to play another user."""
+    geteuid = getattr(os, "geteuid", None)
+    return None if geteuid is None else geteuid()
+
+
+def _ancestors(path):
+    """The folders above ``path``, from its parent up to the root."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        yield parent
+        path, parent = parent, os.path.dirname(parent)
+
+
+def folder_problem(path, owners=None):
+    """None if nobody but this user (and root) can put files into the folder ``path``, else why.
+
+    The folder itself must be a real folder, not a symlink, owned by one of ``owners`` (default:
+    this user only) and not writable by group or others. Every folder above it, as written and
+    with symlinks resolved, must belong to this user or root, and if others may write to it, carry
+    the sticky bit (as /tmp does: then only we can rename or remove what is ours inside it).
+    """
+    uid = _uid()
+    if uid is None:
+        return None
+    owners = (uid,) if owners is None else owners
+    path = os.path.abspath(path)
     try:
-        os.makedirs(path, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-        return True
-    except OSError:
-        return False
+        st = os.lstat(path)
+    except OSError as error:
+        return f"{path}: {error.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a folder"
+    if st.st_uid not in owners:
+        return f"{path} belongs to user id {st.st_uid}, not to this user ({uid})"
+    if st.st_mode & 0o022:
+        return f"{path} can be written by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    for above in dict.fromkeys([*_ancestors(path), *_ancestors(os.path.realpath(path))]):
+        try:
+            st = os.lstat(above)
+        except OSError as error:
+            return f"{above}: {error.strerror}"
+        if st.st_uid not in (uid, 0):
+            return f"{above} (above {path}) belongs to user id {st.st_uid}"
+        if (not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022
+                and not st.st_mode & stat.S_ISVTX):
+            return (f"{above} (above {path}) can be written by other users without the sticky "
+                    f"bit (mode {stat.S_IMODE(st.st_mode):04o})")
+    return None
+
+
+def _probe():
+    """A function in this folder, to ask Numba where it would cache this folder's kernels."""
+
+
+def _numba_cache_folder():
+    """The folder Numba would cache this folder's kernels in (None: nowhere writable).
+
+    Numba creates the folder if it can while answering; under umask 077, so what it creates is
+    private (0700) whatever the process's umask is."""
+    umask = os.umask(0o077)
+    try:
+        return caching.CompileResultCacheImpl(_probe).locator.get_cache_path()
+    except RuntimeError:   # "no locator available": no writable folder anywhere
+        return None
+    finally:
+        os.umask(umask)
 
 
 def _cache_enabled():
-    if numba.config.CACHE_DIR:  # the user chose (NUMBA_CACHE_DIR)
-        return True
-    here = os.path.dirname(os.path.abspath(__file__))
+    """True when Numba will cache the kernels in a private folder (pointing
+    ``numba.config.CACHE_DIR`` at a fallback if need be); else False, with one RuntimeWarning."""
+    uid = _uid()
+    users_choice = bool(numba.config.CACHE_DIR)
     user_wide = caching.AppDirs(appname="numba", appauthor=False).user_cache_dir
-    if _writable(os.path.join(here, "__pycache__")) or _writable(user_wide):
-        return True
-    fallback = os.path.join(tempfile.gettempdir(), f"fastbp-numba-cache-{getattr(os, 'getuid', lambda: 'user')()}")
-    if _writable(fallback):
-        numba.config.CACHE_DIR = fallback
-        return True
-    warnings.warn("fastbp: no writable folder for Numba's cache; kernels compile on every start. "
-                  "Set NUMBA_CACHE_DIR to a writable folder to keep them.", RuntimeWarning)
+    fallback = os.path.join(tempfile.gettempdir(), f"fastbp-numba-cache-{'user' if uid is None else uid}")
+    # None: wherever Numba would put them; the others through NUMBA_CACHE_DIR
+    candidates = [None] if users_choice else [None, user_wide, fallback]
+    problems = []
+    for base in candidates:
+        if base == fallback:
+            try:
+                os.mkdir(fallback, 0o700)
+            except FileExistsError:
+                pass   # ours from an earlier run, or planted by someone: folder_problem tells
+            except OSError as error:
+                problems.append(f"{fallback}: {error.strerror}")
+                continue
+            if (problem := folder_problem(fallback)) is not None:   # before Numba looks inside
+                problems.append(problem)
+                continue
+        if base is not None:
+            numba.config.CACHE_DIR = base
+        folder = _numba_cache_folder()
+        problem = ("no writable folder" if folder is None else folder_problem(folder))
+        if problem is None:
+            return True
+        if problem not in problems:
+            problems.append(problem)
+    if not users_choice:
+        numba.config.CACHE_DIR = ""
+    where = "the folder in NUMBA_CACHE_DIR is not private: " if users_choice else ""
+    warnings.warn(f"fastbp: compiled kernels are not cached, so they compile on every start: "
+                  f"{where}{'; '.join(problems)}. To cache them, set NUMBA_CACHE_DIR to a folder of "
+                  f"your own that only you can write to (e.g. mkdir -m 700 ~/.numba-cache).",
+                  RuntimeWarning, stacklevel=2)
     return False
 
 

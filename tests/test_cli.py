@@ -1,11 +1,15 @@
 """The ``fastbp`` command and the seeds' own scripts, run as a user runs them: in a subprocess."""
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 HERE = Path(__file__).parent
@@ -154,3 +158,200 @@ def test_seed_training_script_runs_unchanged_and_learns(fashion_mnist):
     rows = [tuple(map(float, line.split())) for line in out.stdout.split("\n") if line.strip()]
     assert len(rows) == 17, out.stdout  # one line per epoch, as in the seeds' table
     assert rows[0][1] < 0.3 and rows[-1][1] >= 0.85, out.stdout
+
+
+# --- outputs: checked before the work, written whole or not at all, named as written -----------
+
+def test_save_without_suffix_names_the_file_it_wrote_and_evaluate_finds_it(tmp_path):
+    out = run("train", "--dataset", "digits", "--iters", "20", "--save", "model", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "saved: model.npz" in out.stdout.splitlines()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]   # no temporary files left
+    for name in ("model", "model.npz"):
+        ev = run("evaluate", name, cwd=tmp_path)
+        assert ev.returncode == 0, ev.stderr
+        assert ev.stdout.startswith("model.npz: TwoLayerNet 64-50-10 relu trained on digits")
+
+
+def have_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_plot_without_suffix_names_the_file_it_wrote(tmp_path):
+    out = run("train", "--dataset", "digits", "--iters", "20", "--plot", "curves", cwd=tmp_path)
+    if not have_matplotlib():
+        assert out.returncode != 0 and "--plot needs matplotlib" in out.stderr, out.stderr
+        assert "epoch" not in out.stdout and list(tmp_path.iterdir()) == []   # refused before training
+        return
+    assert out.returncode == 0, out.stderr
+    assert "plot: curves.png" in out.stdout.splitlines()
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+@pytest.mark.parametrize("option, target, message", [
+    ("--save", "missing/net.npz", "--save: cannot write missing/net.npz: the folder {tmp}/missing does not exist"),
+    ("--save", "afile/net.npz", "--save: cannot write afile/net.npz: the folder {tmp}/afile does not exist"),
+    ("--save", "adir.npz", "--save: cannot write adir.npz: adir.npz is a folder"),
+    ("--plot", "missing/curves.png", "--plot: cannot write missing/curves.png: the folder {tmp}/missing does not exist"),
+    ("--plot", "curves.xyz", "--plot: cannot draw curves.xyz: matplotlib does not know the format .xyz; "
+                             "use one of "),
+])
+def test_unwritable_outputs_are_refused_before_training(tmp_path, option, target, message):
+    (tmp_path / "afile").write_text("a file, so nothing can be created under it")
+    (tmp_path / "adir.npz").mkdir()
+    out = run("train", "--dataset", "digits", "--iters", "20", option, target, cwd=tmp_path)
+    if "matplotlib" in message and not have_matplotlib():
+        message, code = "--plot needs matplotlib", 1
+    else:
+        code = 2
+    assert out.returncode == code
+    assert out.stderr.startswith("error: " + message.format(tmp=tmp_path)), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "epoch" not in out.stdout and "dataset" not in out.stdout   # nothing was trained
+
+
+def saved_digits_net(path):
+    from fastbp import TwoLayerNet, cli
+    np.random.seed(0)
+    net = TwoLayerNet(64, 5, 10, dtype=np.float32)
+    cli.save(str(path), net, "digits", "relu")
+    return path.read_bytes()
+
+
+def interrupted_write(file, *args, **kwargs):
+    (open(file, "wb") if isinstance(file, str) else file).write(b"half a file")
+    raise KeyboardInterrupt
+
+
+def test_an_interrupted_save_leaves_the_previous_file_as_it_was(tmp_path, monkeypatch):
+    from fastbp import TwoLayerNet, cli
+    path = tmp_path / "net.npz"
+    before = saved_digits_net(path)
+    monkeypatch.setattr(np, "savez", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        cli.save(str(path), TwoLayerNet(64, 5, 10), "digits", "relu")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["net.npz"]
+
+
+def test_an_interrupted_plot_leaves_the_previous_file_as_it_was(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")   # (the .[plot] extra: nothing to draw without it)
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from fastbp import History, cli
+    from fastbp.training import EpochRow
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"the previous plot")
+    history = History(rows=[EpochRow(1.0, 10, 0.5, 0.4, 1.0, 0.1)], loss=np.ones(10))
+    monkeypatch.setattr(Figure, "savefig", lambda self, file, **kwargs: interrupted_write(file))
+    with pytest.raises(KeyboardInterrupt):
+        cli.plot(str(path), history, "digits")
+    assert path.read_bytes() == b"the previous plot"
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+# --- evaluate: a damaged or foreign file is one clear line ----------------------------------------
+
+def damaged(tmp_path, how):
+    good = saved_digits_net(tmp_path / "good.npz")
+    path = tmp_path / "bad.npz"
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(good[:len(good) // 2])
+    elif how == "corrupt bytes":
+        middle = bytearray(good)
+        for i in range(len(good) // 3, len(good) // 3 + 64):
+            middle[i] ^= 0x5A
+        path.write_bytes(bytes(middle))
+    elif how == "no end of archive":
+        path.write_bytes(good[:-22])
+    elif how == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif how == "a .npy file":
+        np.save(path.with_suffix(".npy"), np.ones(3))
+        path.with_suffix(".npy").rename(path)
+    elif how == "an object array":
+        np.savez(path, meta=np.array([{"sizes": [64, 5, 10]}], dtype=object))
+    elif how == "sizes of a huge net":
+        meta = {"dataset": "digits", "activation": "relu", "dtype": "float32",
+                "sizes": [10**6, 10**6, 10]}
+        np.savez(path, meta=json.dumps(meta), W1=np.ones((2, 2), np.float32))
+    elif how == "a text file":
+        path.write_text("W1,b1\n1,2\n")
+    elif how in ("meta without dataset", "an unknown dataset"):
+        meta = {"activation": "relu", "dtype": "float32", "sizes": [64, 5, 10]}
+        if how == "an unknown dataset":
+            meta["dataset"] = "cifar"
+        with np.load(tmp_path / "good.npz") as f:
+            np.savez(path, **{k: f[k] for k in f.files if k != "meta"}, meta=json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "corrupt bytes", "no end of archive", "random bytes",
+                                 "a .npy file", "an object array", "sizes of a huge net", "a text file",
+                                 "meta without dataset", "an unknown dataset"])
+def test_evaluate_a_damaged_file_gives_one_clear_line(tmp_path, how):
+    path = damaged(tmp_path, how)
+    out = run("evaluate", str(path), env={"FASTBP_OFFLINE": "1"}, timeout=120)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.startswith(f"error: {path}: not a net saved by `fastbp train --save` (")
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+# --- interrupts and warnings: one line each -----------------------------------------------------
+
+def test_ctrl_c_during_train_exits_130_with_one_line_and_saves_nothing(tmp_path):
+    """A run of 10**12 iterations (its batches and losses used to be allocated at once: 16 TB),
+    interrupted once training has begun."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "--dataset", "digits",
+                             "--iters", str(10**12), "--save", "net.npz"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not ROW.match(line := proc.stdout.readline()):
+            assert line, proc.stderr.read()
+            lines.append(line)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert re.fullmatch(r"interrupted after [\d,]+ of 1,000,000,000,000 iterations; nothing saved "
+                        r"\(net.npz left as they were\)\n", err), err
+    assert not (tmp_path / "net.npz").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_warnings_are_one_line_each():
+    out = run("train", "--dataset", "digits", "--iters", "300", "--lr", "20")
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"warning: fit: the loss ended at \d+\.\d{4}, no better than chance for 10 "
+                        r"classes \(ln 10 = 2\.3026\): the net learnt nothing\. Try a smaller learning "
+                        r"rate \(lr=20 now\), normalised input, or a smaller weight_init_std\n", out.stderr), out.stderr
+
+
+# --- gradcheck ------------------------------------------------------------------------------------
+
+def test_gradcheck_excludes_entries_at_a_relu_kink_and_says_so():
+    """30 digits: some hidden inputs lie within h of 0, where the central difference is wrong and
+    backprop right; that used to read FAIL with a relative error of 8e-2."""
+    out = run("gradcheck", "--dataset", "digits", "--samples", "30")
+    assert out.returncode == 0, out.stdout + out.stderr
+    kinks = re.findall(r"^(W1|b1|W2|b2): (\d+) entr(?:y|ies) within h of a ReLU kink, excluded: "
+                       r"numerical estimate unreliable there$", out.stdout, re.M)
+    assert {key for key, _ in kinks} == {"W1", "b1"}, out.stdout
+    assert re.search(r"^OK: max relative error \S+ \(< 1e-6\)$", out.stdout, re.M), out.stdout
+
+
+def test_gradcheck_refuses_more_samples_than_there_are():
+    out = run("gradcheck", "--dataset", "digits", "--samples", "5000")
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: --samples: expected at most the number of training "
+                                  "samples of digits (1500), got 5000")

@@ -147,6 +147,30 @@ def test_read_idx_payload_size_must_match_dims(tmp_path, gz, change, found, what
     assert what in message
 
 
+@pytest.mark.parametrize("dims", [(0,), (0, 28, 28), (3, 0, 28), (3, 28, 0)])
+def test_read_idx_refuses_a_size_of_zero(tmp_path, dims):
+    header = bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    path = write(tmp_path / "zero.idx", header, gz=False)
+    with pytest.raises(ValueError, match=r"zero.idx: IDX header gives a size of 0 \(dims "
+                                         + " x ".join(map(str, dims)) + r"\); expected positive"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("dims", [(2**32 - 1,) * 4, (2**32 - 1, 2**32 - 1), (65536, 65536, 65536, 65537),
+                                  (2**31, 2**31, 4, 1)])
+def test_read_idx_sizes_whose_product_overflows_are_refused_clearly(tmp_path, dims):
+    """prod(dims) beyond int64: compared exactly with the bytes present, never wrapped around."""
+    header = bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    path = write(tmp_path / "huge.idx", header + bytes(16), gz=False)
+    expected = 1
+    for d in dims:
+        expected *= d
+    with pytest.raises(ValueError, match=rf"huge.idx: IDX payload is 16 bytes, expected {expected} "
+                                         r"for dims .* \(truncated\)") as info:
+        read_idx(path)
+    assert info.value.__cause__ is None
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_read_idx_corrupt_gzip_is_a_value_error(tmp_path, damage):
     packed = bytearray(gzip.compress(idx_bytes(np.arange(200, dtype=np.uint8))))
@@ -305,6 +329,69 @@ def test_book_pickle_unreadable(tmp_path):
     assert str(tmp_path / "mnist.pkl") in str(info.value)
 
 
+class Evil:
+    """A pickle that runs code when loaded: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('planted code ran')",)
+
+
+def planted_pickle(tmp_path, file_mode=0o644, folder_mode=0o755, owner=None):
+    """<data>/mnist.pkl holding Evil, with the given modes (and owner, when root)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mnist.pkl").write_bytes(pickle.dumps(Evil(tmp_path / "MARKER")))
+    (data / "mnist.pkl").chmod(file_mode)
+    data.chmod(folder_mode)
+    if owner is not None:
+        os.chown(data / "mnist.pkl", owner, owner)
+    return data
+
+
+OTHER_UID = 4242
+
+
+@pytest.mark.parametrize("file_mode, folder_mode, reason", [
+    (0o666, 0o755, r"other users can write to it \(mode 0666\)"),
+    (0o664, 0o755, r"other users can write to it \(mode 0664\)"),
+    (0o644, 0o777, r"can be written by other users \(mode 0777\)"),
+    (0o644, 0o775, r"can be written by other users \(mode 0775\)"),
+])
+def test_book_pickle_others_could_have_written_is_not_unpickled(tmp_path, file_mode, folder_mode, reason):
+    data = planted_pickle(tmp_path, file_mode, folder_mode)
+    with pytest.raises(ValueError, match=r"mnist.pkl: not unpickled: .*" + reason) as info:
+        load_mnist(data_dir=data, download=False)
+    assert not (tmp_path / "MARKER").exists()
+    assert "Unpickling runs code" in str(info.value) and "chmod go-w" in str(info.value)
+
+
+def test_book_pickle_of_another_user_is_not_unpickled(tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        data = planted_pickle(tmp_path, owner=OTHER_UID)
+        reason = f"it belongs to user id {OTHER_UID}"
+    else:   # we cannot give a file away: become someone else instead
+        data = planted_pickle(tmp_path)
+        monkeypatch.setattr(datasets._io._config, "_uid", lambda: OTHER_UID)
+        reason = f"it belongs to user id {os.geteuid()}"
+    with pytest.raises(ValueError, match=r"mnist.pkl: not unpickled: " + reason):
+        load_mnist(data_dir=data, download=False)
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_book_pickle_of_root_is_read_by_any_user(tmp_path, monkeypatch):
+    """A system-wide copy (root's, not writable by others) is trusted like one's own."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can make root's files here")
+    data = planted_pickle(tmp_path)
+    monkeypatch.setattr(datasets._io._config, "_uid", lambda: OTHER_UID)
+    with pytest.raises(ValueError, match="found NoneType"):   # it was unpickled (and ran)
+        load_mnist(data_dir=data, download=False)
+    assert (tmp_path / "MARKER").exists()
+
+
 def test_idx_folder_comes_before_the_pickle(tmp_path):
     make_set(tmp_path / "mnist", n_train=5)
     (tmp_path / "mnist.pkl").write_bytes(b"not a pickle; must not be read")
@@ -394,6 +481,18 @@ def test_download_fills_missing_files(tmp_path, mirror, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert f"downloading {TRAIN_IMG} from {folder.as_uri()}/ ... 0.0 MB" in err
     assert f"downloading {TRAIN_LBL}" not in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_downloaded_files_get_the_permissions_of_any_new_file(tmp_path, mirror, umask):
+    """Not mkstemp's 0600: a second user of a shared data folder must be able to read them."""
+    old = os.umask(umask)
+    try:
+        load_mnist(data_dir=tmp_path / "data")
+    finally:
+        os.umask(old)
+    for name in FILE_NAMES:
+        assert (tmp_path / "data" / "mnist" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_checksum_mismatch_leaves_nothing(tmp_path, mirror, monkeypatch):

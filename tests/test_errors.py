@@ -553,6 +553,87 @@ def test_nastiest_cases_under_numba_boundscheck(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# checked, then changed: what compiled code reads later is what was checked
+
+MUTATION_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from fastbp import SoftmaxWithLoss, TwoLayerNet, fit
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3))
+
+    # labels changed between forward and backward (index labels: the kernel indexes with them)
+    for kind in ("index", "onehot"):
+        t = np.array([0, 2, 1, 2]) if kind == "index" else np.eye(3)[[0, 2, 1, 2]]
+        want = SoftmaxWithLoss()
+        want.forward(x, t.copy())
+        layer = SoftmaxWithLoss()
+        layer.forward(x, t)
+        t[...] = 10**9
+        print(kind, "backward after t changed:", np.array_equal(layer.backward(), want.backward()), flush=True)
+
+    # the training data changed in place by a callback, between two compiled calls
+    xt = rng.standard_normal((60, 4))
+    tt = np.arange(60) % 3          # int64: fit could keep it as it is, without a copy
+
+    def run(change):
+        np.random.seed(0)
+        net = TwoLayerNet(4, 5, 3, weight_init_std=0.5)
+        x_train, t_train, x_test, t_test = xt.copy(), tt.copy(), xt[:10].copy(), tt[:10].copy()
+
+        def callback(row):
+            if change:
+                t_train[:] = 10**9
+                t_test[:] = -10**9
+                x_train[:] = np.nan
+                x_test[:] = 1e300
+        history = fit(net, x_train, t_train, x_test, t_test, iters=50, batch_size=10, seed=1,
+                      eval_every=5, callback=callback)
+        return net.params, [(r.train_acc, r.test_acc, r.loss) for r in history.rows]
+
+    (p0, rows0), (p1, rows1) = run(False), run(True)
+    same = all(np.array_equal(p0[k], p1[k]) for k in p0) and rows0 == rows1
+    print("fit with data changed by its callback:", same, flush=True)
+""")
+
+
+def test_labels_and_data_changed_after_checking_are_not_read(tmp_path):
+    """Compiled code (no bounds checks unless CI's NUMBA_BOUNDSCHECK pass) would read and write
+    out of bounds with a label of 10**9: a segfault, or silent corruption. The layer and fit keep
+    private copies of what they checked, so the results are those of the unchanged input."""
+    out = subprocess.run([sys.executable, "-c", MUTATION_SCRIPT], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, (out.returncode, out.stdout, out.stderr)
+    assert out.stdout.splitlines() == [
+        "index backward after t changed: True",
+        "onehot backward after t changed: True",
+        "fit with data changed by its callback: True",
+    ], out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# finite in float64, beyond float32: said so, not reported as "inf"
+
+BEYOND_FLOAT32 = (r"x(_train)?: has values up to 3.4e\+39, beyond float32's range \(\+-3.4e\+38\); "
+                  r"use dtype=float64 or normalise the data")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: Affine(np.ones((4, 2), np.float32), np.zeros(2, np.float32)).forward(x),
+    lambda x: net(np.float32).predict(x),
+    lambda x: net(np.float32).loss(x, T),
+    lambda x: net(np.float32).gradient(x, T),
+    lambda x: fit(net(np.float32), np.vstack([x] * 5), np.tile(T, 5), iters=2, batch_size=2),
+], ids=["Affine.forward", "predict", "loss", "gradient", "fit"])
+def test_values_beyond_float32_are_named_not_turned_into_inf(call):
+    x = X.copy()
+    x[1, 2] = 3.4e39     # finite in float64
+    with pytest.raises(ValueError, match=BEYOND_FLOAT32) as info:
+        call(x)
+    assert info.value.__cause__ is None
+    assert net(np.float64).predict(x).dtype == np.float64   # fine for a float64 net
+
+
+# ---------------------------------------------------------------------------------------------
 # accepted input: converted as documented, and equal to the plain case
 
 
@@ -584,6 +665,7 @@ def test_integer_and_float16_x_are_converted_to_the_weights_dtype(backend, kind)
         np.testing.assert_array_equal(out, layer().forward(x.astype(np.float64)))
 
 
+@pytest.mark.filterwarnings("ignore:fit. x_train holds whole numbers")   # the data here are 4 * XT rounded
 @pytest.mark.parametrize("kind", [np.int32, np.float16])
 def test_fit_converts_integer_and_float16_x(kind):
     x = np.round(XT * 4).astype(kind)

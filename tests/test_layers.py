@@ -44,14 +44,79 @@ def test_broadcast_nodes_return_gradients_in_each_inputs_shape():
         assert dx.shape == x.shape and dy.shape == y.shape
         np.testing.assert_allclose(dx, g * dfdx())
         np.testing.assert_allclose(dy, (g * dfdy()).sum(axis=0))
-    s = MulLayer()
-    s.forward(x, 2.0)  # a scalar input gets a scalar-shaped gradient
-    _, ds = s.backward(np.ones_like(x))
-    assert np.ndim(ds) == 0 or ds.shape == () or np.shape(ds) == x.shape  # book: dy = dout * x
     col = rng.standard_normal((4, 1))
     m = MulLayer()
     m.forward(x, col)
     assert m.backward(np.ones((4, 3)))[1].shape == (4, 1)
+
+
+# What PyTorch gives, reasoned out (torch is not a dependency): for out = x * y with x a 0-d tensor
+# (requires_grad) and y of shape S, out.backward(g) leaves x.grad = (g * y).sum(), a 0-d tensor,
+# and y.grad = g * x of shape S; for y of shape (3,) broadcast against (4, 3), y.grad is
+# (g * x).sum(0), shape (3,); for x + y, the same with the local derivative 1. A Python number
+# here gets a Python number, the sum.
+
+@pytest.mark.parametrize("scalar", [2.5, 3, np.float64(2.5)], ids=["float", "int", "np.float64"])
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_a_scalar_times_an_array_gets_the_sum_as_its_gradient(scalar, side):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4, 3))
+    g = rng.standard_normal((4, 3))
+    layer = MulLayer()
+    out = layer.forward(scalar, a) if side == "x" else layer.forward(a, scalar)
+    np.testing.assert_array_equal(out, scalar * a)
+    d_first, d_second = layer.backward(g)
+    d_scalar, d_array = (d_first, d_second) if side == "x" else (d_second, d_first)
+    assert np.ndim(d_scalar) == 0 and not isinstance(d_scalar, np.ndarray)
+    assert type(d_scalar) is (type(scalar) if isinstance(scalar, np.generic) else float)
+    assert d_scalar == pytest.approx((g * a).sum(), rel=1e-14)
+    np.testing.assert_array_equal(d_array, g * scalar)
+    add = AddLayer()
+    add.forward(scalar, a) if side == "x" else add.forward(a, scalar)
+    d_first, d_second = add.backward(g)
+    d_scalar, d_array = (d_first, d_second) if side == "x" else (d_second, d_first)
+    assert np.ndim(d_scalar) == 0 and not isinstance(d_scalar, np.ndarray)
+    assert d_scalar == pytest.approx(g.sum(), rel=1e-14)
+    np.testing.assert_array_equal(d_array, g)
+
+
+def test_a_0d_array_gets_a_0d_array_gradient():
+    x, y = np.array(2.0), np.arange(6.0).reshape(2, 3)
+    layer = MulLayer()
+    layer.forward(x, y)
+    dx, dy = layer.backward(np.ones((2, 3)))
+    assert isinstance(dx, np.ndarray) and dx.shape == () and dx == 15.0
+    np.testing.assert_array_equal(dy, np.full((2, 3), 2.0))
+
+
+def test_lists_multiply_and_add_element_wise_like_arrays():
+    mul, add = MulLayer(), AddLayer()
+    np.testing.assert_array_equal(mul.forward([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]), [4.0, 10.0, 18.0])
+    dx, dy = mul.backward([1.0, 1.0, 10.0])
+    np.testing.assert_array_equal(dx, [4.0, 5.0, 60.0])
+    np.testing.assert_array_equal(dy, [1.0, 2.0, 30.0])
+    np.testing.assert_array_equal(mul.forward([1, 2], 3), [3, 6])        # not [1, 2, 1, 2, 1, 2]
+    dx, d3 = mul.backward(1)
+    np.testing.assert_array_equal(dx, [3, 3])
+    assert d3 == 3 and type(d3) is int
+    np.testing.assert_array_equal(add.forward([1.0, 2.0], [3.0, 4.0]), [4.0, 6.0])   # not [1, 2, 3, 4]
+    dx, dy = add.backward(np.array([0.5, 2.0]))
+    np.testing.assert_array_equal(dx, [0.5, 2.0])
+    np.testing.assert_array_equal(dy, [0.5, 2.0])
+    np.testing.assert_array_equal(add.forward((1.0, 2.0), 10.0), [11.0, 12.0])
+    dx, d10 = add.backward([1.0, 1.0])
+    assert isinstance(dx, np.ndarray) and d10 == 2.0 and type(d10) is float
+
+
+def test_upstream_of_the_wrong_shape_is_refused_by_name():
+    layer = MulLayer()
+    layer.forward(np.ones((2, 3)), 2.0)
+    with pytest.raises(ValueError, match=r"MulLayer.backward: dout must have the shape of forward's "
+                                         r"output \(2, 3\) \(or broadcast to it\), got \(4,\)"):
+        layer.backward(np.ones(4))
+    add = AddLayer()
+    with pytest.raises(RuntimeError, match="AddLayer.backward: call forward first"):
+        add.backward(1.0)
 
 
 @pytest.fixture(params=["kernels", "reference"])

@@ -97,6 +97,83 @@ def test_gradient_is_the_same_on_both_backends():
         np.testing.assert_allclose(got[key], ref[key], rtol=2e-5, atol=2e-5 * np.abs(ref[key]).max())
 
 
+def kinked_net():
+    """A 4-5-3 TwoLayerNet and 3 samples where hidden unit 2's input for sample 0 is 3e-5: within
+    h = 1e-4 of ReLU's kink, so shifting b1[2] or W1[i, 2] (for |x[0, i]| > 0.3) by +-h crosses it."""
+    rng = np.random.default_rng(7)
+    net = TwoLayerNet(4, 5, 3)
+    for p in net.params.values():
+        p[...] = rng.standard_normal(p.shape)
+    x, t = rng.standard_normal((3, 4)), np.array([0, 2, 1])
+    a = x @ net.params["W1"] + net.params["b1"]
+    net.params["b1"][2] += 3e-5 - a[0, 2]
+    return net, x, t
+
+
+def test_gradient_check_names_entries_at_a_relu_kink_instead_of_failing():
+    net, x, t = kinked_net()
+    report = gradient_check(net, x, t)
+    assert report["b1"].kinks == 1
+    expected_w1 = int(np.sum(np.abs(x[0]) * 1e-4 > 3e-5))   # the W1[i, 2] whose shift crosses 0
+    assert report["W1"].kinks == expected_w1 >= 1
+    assert report["W2"].kinks == report["b2"].kinks == 0
+    for key, check in report.items():
+        assert check.max_rel_error < 1e-6, (key, check)     # backprop is exact everywhere
+    # the excluded estimate really is off: the central difference straddles the kink
+    numerical = net.numerical_gradient(x, t)["b1"][2]
+    assert abs(numerical - net.gradient(x, t)["b1"][2]) > 1e-3 * abs(numerical)
+
+
+def test_gradient_check_still_fails_a_wrong_gradient():
+    """The kink rule excludes only entries a shift of +-h moves across 0; a real error shows."""
+    net, x, t = kinked_net()
+    right = net.gradient
+
+    def slightly_wrong(x, t):
+        grads = right(x, t)
+        grads["W2"] = grads["W2"] * 1.0001
+        grads["b1"] = grads["b1"] + 1e-4 * np.abs(grads["b1"]).max()
+        return grads
+
+    net.gradient = slightly_wrong
+    report = gradient_check(net, x, t)
+    assert report["W2"].max_rel_error > 5e-5 and report["b1"].max_rel_error > 5e-5, report
+    assert report["W1"].max_rel_error < 1e-6
+
+
+class Interrupt:
+    """f that raises KeyboardInterrupt on its n-th call."""
+
+    def __init__(self, n, f):
+        self.n, self.f, self.calls = n, f, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.f(*args)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_numerical_gradient_restores_x_when_f_is_interrupted(n):
+    x = np.array([[0.1, 0.2], [0.3, 0.4]])
+    keep = x.copy()
+    with pytest.raises(KeyboardInterrupt):
+        numerical_gradient(Interrupt(n, lambda v: float(np.sum(v ** 2))), x)
+    np.testing.assert_array_equal(x, keep)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 60])
+def test_gradient_check_interrupted_leaves_the_weights_as_they_were(n):
+    net, x, t = kinked_net()
+    keep = {k: v.copy() for k, v in net.params.items()}
+    net.loss = Interrupt(n, net.loss)
+    with pytest.raises(KeyboardInterrupt):
+        gradient_check(net, x, t)
+    for key in keep:
+        np.testing.assert_array_equal(net.params[key], keep[key], err_msg=key)
+
+
 def test_numerical_gradient_restores_x_and_handles_any_shape():
     x = np.arange(6.0).reshape(2, 3)
     keep = x.copy()
@@ -105,6 +182,56 @@ def test_numerical_gradient_restores_x_and_handles_any_shape():
     np.testing.assert_allclose(g, 3 * keep ** 2, rtol=1e-7, atol=1e-7)
     with pytest.raises(TypeError, match="x must be a float32 or float64 numpy array"):
         numerical_gradient(lambda v: 0.0, np.arange(3))
+
+
+# The book's single-sample forms (chapters 4 and 5): one image x of shape (D,), its label as one
+# one-hot row (C,) or one index; everything accepts them and gives the batch-of-one results.
+SINGLE_LABELS = {"one-hot row": lambda c: np.eye(5)[c], "int": lambda c: c,
+                 "np.int64": lambda c: np.int64(c), "0-d array": lambda c: np.array(c),
+                 "uint8 one-hot row": lambda c: np.eye(5, dtype=np.uint8)[c]}
+
+
+@pytest.mark.parametrize("label", list(SINGLE_LABELS))
+@pytest.mark.parametrize("make", [
+    lambda: TwoLayerNet(12, 6, 5, weight_init_std=0.5),
+    lambda: MultiLayerNet(12, [7, 6], 5, activation="sigmoid"),
+    lambda: MultiLayerNet(12, [7], 5, activation="tanh", dtype=np.float32),
+], ids=["TwoLayerNet", "MultiLayerNet sigmoid", "MultiLayerNet tanh float32"])
+def test_single_sample_forms_are_accepted_everywhere(make, label):
+    x, t = small_data(n=1)
+    np.random.seed(6)
+    net = make()
+    x1, t1 = x[0], SINGLE_LABELS[label](int(t[0]))
+    assert x1.shape == (12,)
+    y = net.predict(x1)
+    assert y.shape == (5,)
+    np.testing.assert_array_equal(y, net.predict(x)[0])
+    assert net.loss(x1, t1) == net.loss(x, t)
+    assert net.accuracy(x1, t1) == net.accuracy(x, t)
+    grads, batch = net.gradient(x1, t1), net.gradient(x, t)
+    numerical = net.numerical_gradient(x1, t1)
+    for key in batch:
+        assert grads[key].shape == batch[key].shape == numerical[key].shape == net.params[key].shape
+        np.testing.assert_array_equal(grads[key], batch[key])
+        # central differences of a float32 loss (~2, eps 1.2e-7) over 2h = 2e-4 carry ~1e-3
+        slack = 5e-3 if net.dtype == np.float32 else 1e-7
+        assert np.abs(numerical[key] - grads[key]).max() <= 1e-3 * np.abs(grads[key]).max() + slack, key
+
+
+def test_softmax_with_loss_single_sample_as_in_chapter_4():
+    """simpleNet: z = x @ W for x of shape (2,), then the loss against a one-hot t of shape (3,)."""
+    W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
+    x = np.array([0.6, 0.9])
+    layer, batch = SoftmaxWithLoss(), SoftmaxWithLoss()
+    loss = layer.forward(x @ W, np.array([0, 0, 1]))
+    assert loss == batch.forward((x @ W)[None], np.array([2]))
+    z = x @ W
+    assert loss == pytest.approx(-np.log(np.exp(z[2]) / np.exp(z).sum()), rel=1e-13)
+    assert loss == pytest.approx(0.92806853663411326, abs=1e-6)   # what the book prints (log(y + 1e-7))
+    assert layer.y.shape == (3,) and layer.backward().shape == (3,)
+    np.testing.assert_array_equal(layer.backward(), batch.backward()[0])
+    with pytest.raises(ValueError, match=r"expected 1 labels \(one per sample in x\), got 2"):
+        layer.forward(x @ W, np.array([0, 1]))
 
 
 @pytest.mark.parametrize("call, error, match", [

@@ -1,7 +1,7 @@
 """Numbers that hold at the edges: softmax cross-entropy, sigmoid, tanh and ReLU at extreme and
 tiny inputs (against exact high-precision values), float32 training that stays finite, divergence
-that is reported instead of turning into NaN, reproducibility across interpreter runs and thread
-counts, and the Numba cache fallback.
+that is reported instead of turning into NaN, and reproducibility across interpreter runs and
+thread counts.
 """
 import decimal
 import math
@@ -9,21 +9,17 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 import warnings
 from contextlib import contextmanager
 from decimal import Decimal
 
-import numba
 import numpy as np
 import pytest
-from numba.core import caching
 
 import fastbp
 from fastbp import (Relu, Sigmoid, SoftmaxWithLoss, Tanh, TrainingDiverged, TwoLayerNet,
                     fit, use_backend)
-from fastbp.kernels import _config
 
 MODULES = {"kernels": fastbp.kernels, "reference": fastbp.reference}
 DTYPES = [np.float32, np.float64]
@@ -433,64 +429,3 @@ def test_fit_across_thread_counts_is_close(repro_runs, capsys):
         same = "bit-identical" if h1["fit"] == h2["fit"] else "close but not bit-identical"
         print(f"\n[fit, 200 steps, float32] 1 vs 2 BLAS threads (FASTBP_BLAS_THREADS, "
               f"OPENBLAS_NUM_THREADS, NUMBA_NUM_THREADS): {same}")
-
-
-# ---------------------------------------------------------------------------------------------
-# the Numba cache fallback
-
-
-@pytest.fixture
-def cache_probe(monkeypatch, tmp_path):
-    """_cache_enabled() with chosen folders unwritable. -> (install, probed paths, package folder,
-    user-wide folder); ``install(blocked)`` makes _writable fail for the paths in ``blocked``
-    ("all" for every path) and records every path probed."""
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")       # as if NUMBA_CACHE_DIR were unset
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # the fallback goes under tmp_path
-    package = os.path.join(os.path.dirname(os.path.abspath(_config.__file__)), "__pycache__")
-    user_wide = caching.AppDirs(appname="numba", appauthor=False).user_cache_dir
-    real = _config._writable
-    probed = []
-
-    def install(blocked):
-        def writable(path):
-            probed.append(path)
-            return False if blocked == "all" or path in blocked else real(path)
-        monkeypatch.setattr(_config, "_writable", writable)
-
-    return install, probed, package, user_wide
-
-
-def test_cache_falls_back_to_a_writable_temp_folder(cache_probe, tmp_path):
-    install, probed, package, user_wide = cache_probe
-    install({package, user_wide})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert _config._cache_enabled() is True
-    fallback = numba.config.CACHE_DIR
-    assert probed == [package, user_wide, fallback]
-    assert os.path.dirname(fallback) == str(tmp_path)
-    assert os.path.basename(fallback).startswith("fastbp-numba-cache")
-    with tempfile.TemporaryFile(dir=fallback):   # really writable
-        pass
-
-
-def test_cache_off_with_a_warning_when_nothing_is_writable(cache_probe):
-    install, probed, package, user_wide = cache_probe
-    install("all")
-    with pytest.warns(RuntimeWarning, match=r"no writable folder for Numba's cache.*NUMBA_CACHE_DIR"):
-        assert _config._cache_enabled() is False
-    assert numba.config.CACHE_DIR == ""
-    assert probed[:2] == [package, user_wide] and len(probed) == 3
-
-
-def test_cache_respects_numba_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "mine"))
-    monkeypatch.setattr(_config, "_writable", lambda path: pytest.fail(f"probed {path}"))
-    assert _config._cache_enabled() is True
-    assert numba.config.CACHE_DIR == str(tmp_path / "mine")
-
-
-def test_cache_dir_is_left_as_it_was():
-    """Runs after the tests above: monkeypatch put numba.config.CACHE_DIR back."""
-    assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")
-    assert Relu().forward(np.array([-1.0, 2.0])).tolist() == [0.0, 2.0]
