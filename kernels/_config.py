@@ -13,7 +13,13 @@
   is private, caching is off (kernels compile on every start) with one RuntimeWarning saying why.
   A ``NUMBA_CACHE_DIR`` that is not private is the user's choice and is left as it is: fastbp's
   kernels then just do not cache.
+- Freshness: Numba keeps a cached function while *its own* file is unchanged, but a kernel's
+  machine code includes the callees it inlined from other files (step.py builds on sparse.py,
+  _simd.py, softmax_ce.py). ``_KernelsLocator`` gives every kernel one source stamp, the digest of
+  all the files in this folder, so editing any of them recompiles all of them; a stale copy of an
+  edited callee segfaulted once.
 """
+import hashlib
 import os
 import stat
 import tempfile
@@ -78,6 +84,58 @@ def folder_problem(path, owners=None):
             return (f"{above} (above {path}) can be written by other users without the sticky "
                     f"bit (mode {stat.S_IMODE(st.st_mode):04o})")
     return None
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sources_digest(folder=_HERE):
+    """SHA-256 over the names and contents of the .py files in ``folder``."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            digest.update(name.encode() + b"\0")
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(f.read() + b"\0")
+    return digest.hexdigest()
+
+
+class _KernelsLocator(caching._CacheLocator):
+    """The folder Numba's own locators pick for a kernel of this folder, with one source stamp
+    for the whole folder (see the module docstring); any other function is not ours to place."""
+
+    _stamp = None
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def ensure_cache_path(self):
+        self._inner.ensure_cache_path()
+
+    def get_cache_path(self):
+        return self._inner.get_cache_path()
+
+    def get_source_stamp(self):
+        if _KernelsLocator._stamp is None:
+            _KernelsLocator._stamp = sources_digest()
+        return _KernelsLocator._stamp
+
+    def get_disambiguator(self):
+        return self._inner.get_disambiguator()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _HERE:
+            return None
+        for other in caching.CacheImpl._locator_classes:
+            inner = None if other is cls else other.from_function(py_func, py_file)
+            if inner is not None:
+                return cls(inner)
+        return None
+
+
+if _KernelsLocator not in caching.CacheImpl._locator_classes:
+    caching.CacheImpl._locator_classes.insert(0, _KernelsLocator)
 
 
 def _probe():

@@ -5,10 +5,9 @@ between them (0 relu, 1 sigmoid, 2 tanh) and softmax cross-entropy on top; weigh
 arrive as tuples of the caller's arrays (C-contiguous, one dtype), which are updated in place.
 Tuples, not numba typed Lists: a typed List is compiled anew in every process (~1 s per start),
 while a function taking a tuple is compiled once per number of layers and then cached.
-Every helper a fused kernel calls lives in this file (Numba's cache does not notice when a callee
-in another file changes), except the pieces shared with the layer kernels
-(activations.sigmoid_scalar, tanh_scalar, softmax_ce.cross_entropy_term, _softmax_rows): after
-editing one of those, clear the __pycache__ folders of kernels/.
+The fused kernels build on the layer kernels' formulas (activations, softmax_ce) and on
+sparse.py's tile loops; _config.py stamps every cached kernel with the digest of all of kernels/,
+so editing any of those files recompiles these too.
 """
 import numba
 import numpy as np
@@ -18,7 +17,7 @@ from numba.np.linalg import ensure_blas
 from . import _simd as simd
 from . import sparse
 from ._config import jit
-from .activations import sigmoid_scalar, tanh_scalar  # small formulas: see the caching note above
+from .activations import sigmoid_scalar, tanh_scalar
 from .softmax_ce import _softmax_rows, cross_entropy_term
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
 

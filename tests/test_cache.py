@@ -328,3 +328,59 @@ def test_the_cache_setting_is_left_as_it_was():
     """Runs after the tests above: monkeypatch put numba.config.CACHE_DIR back."""
     assert numba.config.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")
     assert Relu().forward(np.array([-1.0, 2.0])).tolist() == [0.0, 2.0]
+
+
+# --- freshness: a kernel's cached machine code includes callees inlined from other files ------
+
+def _kernel_dispatchers():
+    """Every compiled function defined in fastbp.kernels' modules."""
+    import importlib
+    import pkgutil
+
+    import fastbp.kernels as package
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"fastbp.kernels.{info.name}")
+        found += [v for v in vars(module).values()
+                  if isinstance(v, numba.core.dispatcher.Dispatcher) and v.__module__ == module.__name__]
+    return found
+
+
+def test_every_kernel_is_stamped_with_the_digest_of_the_whole_kernels_folder():
+    """So an edit to any kernel file (say sparse.py) makes step.py's cached kernels stale too;
+    Numba alone keys each function on its own file only."""
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: kernels run as Python, nothing is compiled or cached")
+    assert _config.CACHE, "the test environment caches (a private folder is available)"
+    dispatchers = _kernel_dispatchers()
+    assert len(dispatchers) > 20
+    digest = _config.sources_digest()
+    for dispatcher in dispatchers:
+        locator = dispatcher._cache._impl.locator
+        assert isinstance(locator, _config._KernelsLocator), dispatcher
+        assert locator.get_source_stamp() == digest
+
+
+def test_the_digest_changes_when_any_kernel_file_changes(tmp_path):
+    import shutil
+    folder = tmp_path / "kernels"
+    shutil.copytree(os.path.dirname(_config.__file__), folder,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = _config.sources_digest(folder)
+    assert before == _config.sources_digest()
+    for name in ("sparse.py", "_simd.py", "softmax_ce.py"):
+        path = folder / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        assert _config.sources_digest(folder) != before, name
+        path.write_bytes(original)
+    assert _config.sources_digest(folder) == before
+
+
+def test_functions_outside_fastbp_kernels_keep_numbas_own_locators(tmp_path):
+    source = tmp_path / "elsewhere.py"
+    source.write_text("def f():\n    return 1\n")
+    spec = importlib.util.spec_from_file_location("elsewhere", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert _config._KernelsLocator.from_function(module.f, str(source)) is None
