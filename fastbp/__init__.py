@@ -9,7 +9,7 @@ from .datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, loa
 from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from .nets import MultiLayerNet, TwoLayerNet
-from .threads import blas_threads, set_blas_threads
+from .threads import blas_threads, set_blas_threads, set_threads, threads_setting
 from .training import (EpochRow, History, TrainingDiverged, TrainingInterrupted, TrainingWarning,
                        fit)
 
@@ -22,4 +22,5 @@ __all__ = [
     "fit", "History", "EpochRow", "TrainingDiverged", "TrainingInterrupted", "TrainingWarning",
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
     "use_backend", "set_backend", "get_backend", "TWINS", "blas_threads", "set_blas_threads",
+    "set_threads", "threads_setting",
 ]

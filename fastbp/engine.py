@@ -15,7 +15,8 @@ import time
 import numba
 import numpy as np
 
-from .backend import ops
+from .backend import get_backend, ops
+from .threads import threads_setting
 
 # The sparse layout wins below this share of nonzeros (measured: MNIST's 19 % and Fashion-MNIST's
 # 50 %; at 100 % the dense BLAS step is faster on one core).
@@ -33,7 +34,8 @@ class TrainingSet:
         self.t = np.array(t, dtype=np.int64, copy=True)
         nonzeros = int(np.count_nonzero(x))
         self.density = nonzeros / max(x.size, 1)
-        self.sparse = self.density <= SPARSE_MAX_DENSITY
+        # the reference backend is the layer-by-layer NumPy oracle: it trains on the dense rows
+        self.sparse = self.density <= SPARSE_MAX_DENSITY and get_backend() == "kernels"
         if self.sparse:
             self.indptr, self.columns, self.values = ops().compress_rows(x)
             # the first layer's two parts get about half the nonzeros each
@@ -77,27 +79,23 @@ class Cores:
     process holds a core: a parallel region then waits for a thread the scheduler has parked, and
     a step takes milliseconds. So each kind of work (``key``) keeps the latest seconds per unit on
     each count, runs on the faster, and every ``PROBE_SECONDS`` of its own run time tries the
-    other count on a small piece (``probe_units``), noticing within seconds when the machine gets
-    busy or quiet again. ``setting``: "auto" (this), or 1 or 2 to fix the count; "auto" means 1 on a
-    single core or when Numba is limited to one thread (NUMBA_NUM_THREADS=1).
+    other count once, on a small piece of work, noticing within seconds when the machine gets busy
+    or quiet again. The setting (fastbp.set_threads, $FASTBP_THREADS) can fix the count instead;
+    "auto" means 1 on a single core or with NUMBA_NUM_THREADS=1.
     """
 
     PROBE_SECONDS = 2.0
 
-    def __init__(self, setting="auto"):
-        self.setting = setting
+    def __init__(self):
         self._seconds_per_unit = {}   # key -> {threads: seconds per unit}
         self._since_probe = {}        # key -> run time since the last probe of the other count
 
-    @property
-    def most(self):
-        if self.setting != "auto":
-            return int(self.setting)
-        return 2 if min(_available_cores(), numba.config.NUMBA_NUM_THREADS) >= 2 else 1
-
     def choose(self, key):
         """(threads, is_probe) for the next piece of work of this kind."""
-        if self.most == 1:
+        setting = threads_setting()
+        if setting != "auto":
+            return setting, False
+        if min(_available_cores(), numba.config.NUMBA_NUM_THREADS) < 2:
             return 1, False
         known = self._seconds_per_unit.setdefault(key, {})
         for threads in (2, 1):          # measure both first, two threads first
@@ -124,3 +122,6 @@ class Cores:
         result = work(threads)
         self.record(key, threads, time.perf_counter() - start, units, probe)
         return result
+
+
+CORES = Cores()   # one for the process: what it measured serves every later fit and call

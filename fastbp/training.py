@@ -5,7 +5,8 @@ The steps between two evaluations run as a few calls of ``sgd_steps``, each size
 step time to last about ``CALL_SECONDS``: Python can only act on Ctrl-C between two such calls, so
 an interrupt is honoured within a fraction of a second, and never halfway through an update. The
 batches are drawn call by call from one generator stream, so they, and the weights, are those of
-drawing them all at once; memory does not grow with ``iters``.
+drawing them all at once; memory does not grow with ``iters``. How the steps run (the data's
+layout, one core or two) is fastbp/engine.py's business and never changes the weights.
 """
 import math
 import time
@@ -15,13 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks
-from .backend import ops
+from .engine import CORES, TrainingSet
 from .threads import limited_blas
 
 CALL_SECONDS = 0.15          # target length of one compiled call, i.e. the longest wait for Ctrl-C
 _BATCH_ENTRIES = 1 << 20     # batch indices drawn at once at most (8 MB of int64), whatever iters
 _EVAL_FLOPS = 1e9            # work per compiled call while measuring accuracy
 _PREDICT_BLOCK = 2048        # predict_labels' own block of rows (kernels/step.py)
+_PROBE_SHARE = 8             # a call trying the other thread count is this much shorter
 UNNORMALISED_ABOVE = 2       # whole-number input beyond this looks like raw pixels or counts
 CHANCE_TOLERANCE = 0.02      # final loss above 98 % of ln(classes): nothing learnt
 _CHANCE_STEPS = 100          # ... judged on the mean of the last this many steps, if fit ran as many
@@ -80,9 +82,10 @@ class History:
 
 
 def _data(name, x, t, n_in, n_out, dtype):
-    """Private, checked copies of x (N, n_in) and its labels (N,) int64: fit reads only these, so
-    whatever a callback does to the caller's arrays, the compiled steps read what was checked."""
-    x = _checks.as_float_array(name, x, dtype, copy=True)
+    """x (N, n_in) and its labels, checked -> (x as given or converted, fit's private TrainingSet
+    of them). fit reads only the TrainingSet, so whatever a callback does to the caller's arrays,
+    the compiled steps read what was checked."""
+    x = _checks.as_float_array(name, x, dtype)
     _checks.check_nonempty(name, x)
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] != n_in:
@@ -91,20 +94,20 @@ def _data(name, x, t, n_in, n_out, dtype):
     _checks.check_finite(name, x)
     kind, labels = _checks.as_labels("t" + name[1:], t, x.shape[0], n_out)
     if kind == "onehot":
-        labels = np.ascontiguousarray(np.argmax(labels, axis=1), dtype=np.int64)
-    return x, labels
+        labels = np.argmax(labels, axis=1)
+    return x, TrainingSet(x, labels)
 
 
-def _accuracy(x, t, weights, biases, activation):
-    """Share of the rows of x predicted as t, a slice of rows per compiled call (so Ctrl-C waits
-    for one slice). Slices are whole numbers of predict_labels' blocks: the result is one call's."""
+def _accuracy(data, weights, biases, activation):
+    """Share of the rows of a TrainingSet the net classifies right, a slice of rows per compiled
+    call (so Ctrl-C waits for one slice). Slices are whole numbers of predict_labels' blocks: the
+    result is one call's."""
     flops_per_row = 2 * sum(W.size for W in weights)
     rows = _PREDICT_BLOCK * max(1, int(_EVAL_FLOPS / (_PREDICT_BLOCK * flops_per_row)))
     hits = 0
-    for start in range(0, len(x), rows):
-        labels = ops().predict_labels(x[start:start + rows], weights, biases, activation)
-        hits += int(np.count_nonzero(labels == t[start:start + rows]))
-    return hits / len(x)
+    for start in range(0, data.rows, rows):
+        hits += data.hits(start, min(start + rows, data.rows), weights, biases, activation)
+    return hits / data.rows
 
 
 def _unnormalised_warning(x):
@@ -132,7 +135,7 @@ def _chance_warning(losses, classes, lr):
             f"(lr={lr:g} now), normalised input, or a smaller weight_init_std")
 
 
-def _divergence(kernels, x, t, batches, weights, biases, activation, lr, first, snapshot):
+def _divergence(data, batches, weights, biases, activation, lr, first, snapshot):
     """TrainingDiverged for the first step of a diverged call (steps first, first + 1, ...) whose
     loss is not finite, or after which a weight is not: the call replayed step by step from
     ``snapshot``, the parameters as they were before it (a step's result does not depend on how
@@ -143,7 +146,7 @@ def _divergence(kernels, x, t, batches, weights, biases, activation, lr, first, 
         np.copyto(p, before)
     loss = np.zeros(1)
     for s in range(len(batches)):
-        kernels.sgd_steps(x, t, batches[s:s + 1], weights, biases, activation, lr, loss)
+        data.sgd_steps(batches[s:s + 1], weights, biases, activation, lr, loss, 1)
         what = None if np.isfinite(loss[0]) else f"the loss became {loss[0]}"
         for name, p in zip(names, params):
             if what is None and not np.isfinite(p).all():
@@ -192,11 +195,10 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
         _checks.check_finite(f"fit: b{i}", b, hint)
     dtype = weights[0].dtype
     n_in, n_out = weights[0].shape[0], weights[-1].shape[1]
-    x, t = _data("x_train", x_train, t_train, n_in, n_out, dtype)
+    x, train = _data("x_train", x_train, t_train, n_in, n_out, dtype)
     if (x_test is None) != (t_test is None):
         raise ValueError("x_test and t_test: give both or neither")
-    if x_test is not None:
-        x_test, t_test = _data("x_test", x_test, t_test, n_in, n_out, dtype)
+    test = None if x_test is None else _data("x_test", x_test, t_test, n_in, n_out, dtype)[1]
     iters = _checks.positive_int("iters", iters)
     batch_size = _checks.positive_int("batch_size", batch_size)
     if batch_size > x.shape[0]:
@@ -209,7 +211,8 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
         warnings.warn(message, TrainingWarning, stacklevel=2)
     rng = np.random.default_rng(seed)
 
-    kernels = ops()
+    # the kind of work, for the choice of thread count (dense steps run on BLAS's own threads)
+    work = ("fit", train.sparse, tuple(W.shape for W in weights), dtype.str, batch_size)
     params = [*weights, *biases]
     history = History()
     losses = np.zeros(min(iters, 1 << 16))    # grows as steps are done, never to more than iters
@@ -224,23 +227,24 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                 stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
                 first = done
                 while done < stop:
-                    k = min(steps, stop - done)
+                    threads, probe = CORES.choose(work) if train.sparse else (1, False)
+                    k = min(max(1, steps // _PROBE_SHARE) if probe else steps, stop - done)
                     if done + k > len(losses):
                         grown = np.zeros(min(iters, max(2 * len(losses), done + k)))
                         grown[:done] = losses[:done]
                         losses = grown
-                    batches = rng.integers(0, x.shape[0], size=(k, batch_size))
+                    batches = rng.integers(0, train.rows, size=(k, batch_size))
                     snapshot = [p.copy() for p in params]
                     before = done
                     tick = time.perf_counter()
                     try:
-                        kernels.sgd_steps(x, t, batches, weights, biases, activation, lr,
-                                          losses[done:done + k])
+                        train.sgd_steps(batches, weights, biases, activation, lr,
+                                        losses[done:done + k], threads)
                         seconds = time.perf_counter() - tick
                         if not (np.isfinite(losses[done:done + k]).all()
                                 and all(np.isfinite(p).all() for p in params)):
-                            raise _divergence(kernels, x, t, batches, weights, biases, activation,
-                                              lr, done, snapshot)
+                            raise _divergence(train, batches, weights, biases, activation, lr, done,
+                                              snapshot)
                         done = before + k   # the last statement: from here the steps count
                     except KeyboardInterrupt:
                         if done == before:   # (steps of a call interrupted half-way, or not counted)
@@ -248,16 +252,18 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                                 np.copyto(p, kept)
                         raise
                     history.train_seconds += seconds
+                    if train.sparse:
+                        CORES.record(work, threads, seconds, k, probe)
                     # the rate just measured sets the next call's length; a call cut short by an
                     # evaluation point may only shrink it, and growth is at most 4x per call
-                    if timed and (k == steps or seconds > CALL_SECONDS):
+                    if timed and not probe and (k == steps or seconds > CALL_SECONDS):
                         steps = max(1, min(4 * steps, int(CALL_SECONDS * k / max(seconds, 1e-9)), most))
                     timed = True
                 tock = time.perf_counter()
                 row = EpochRow(
                     epoch=stop / per_epoch, iteration=stop,
-                    train_acc=_accuracy(x, t, weights, biases, activation),
-                    test_acc=None if x_test is None else _accuracy(x_test, t_test, weights, biases, activation),
+                    train_acc=_accuracy(train, weights, biases, activation),
+                    test_acc=None if test is None else _accuracy(test, weights, biases, activation),
                     loss=float(losses[first:stop].mean()), elapsed=time.perf_counter() - start)
                 history.eval_seconds += time.perf_counter() - tock
                 history.rows.append(row)
