@@ -1,16 +1,24 @@
 """``fastbp bench``: the speed-up on this machine, measured in one run, as ratios.
 
-Every path trains the same net shape on the same MNIST-shaped data: the NumPy reference
-(``fastbp.reference`` through ``fit``, layer by layer as the book does it), fastbp's compiled
-``fit``, the book-style Python loop over ``TwoLayerNet.gradient`` on both backends, and, when they
-are installed, PyTorch (CPU, eager) and JAX (the whole loop jitted) as peers. The "matmul floor" is
-the time BLAS takes for the products a step cannot avoid (forward and weight gradient of every
-layer, dx of all but the first), with fit's BLAS thread count, measured in the same run. Absolute
-times drift on shared machines; the ratios measured side by side are the result.
+For each net (784-50-10 and 784-256-128-10, ReLU, batch 100, SGD lr 0.1) and each input (MNIST-like,
+dense, and the real Fashion-MNIST when it is found), two tables:
+
+- compiled training loops (``--dtype``, float32 by default): the NumPy reference (fit on the
+  reference backend, layer by layer as the book does it), fastbp's ``fit``, and PyTorch (eager) and
+  JAX (the whole loop jitted in ``lax.scan``) when installed;
+- the book's own loop (``gradient``, ``params[key] -= lr * grad[key]``, ``loss``, in Python; float64
+  and one-hot labels as the book): a faithful NumPy implementation of the book's net
+  (``BookNet``: the book's choices, written here) against fastbp's TwoLayerNet / MultiLayerNet.
+
+``--load`` repeats them while another process keeps one core busy (``python -c "while True:
+pass"``), where thread pools that wait for a parked thread collapse. Every path trains on the
+same data and batches; absolute times drift on shared machines, the ratios within a run are the
+result. Progress goes to stderr.
 """
 import contextlib
 import importlib.metadata
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -18,56 +26,155 @@ import time
 
 import numpy as np
 
+from . import datasets
 from .backend import use_backend
 from .kernels import step
 from .nets import MultiLayerNet, TwoLayerNet
-from .threads import blas_threads, limited_blas
+from .threads import limited_blas
 from .training import fit
 
+NETS = ([784, 50, 10], [784, 256, 128, 10])
+ROWS = 60000        # MNIST's training set
+LR = 0.1
 
-def mnist_like(n=10000, d=784, classes=10, zeros=0.81, seed=0, dtype=np.float32):
-    """Synthetic images with MNIST's shape and sparsity (81 % zero pixels) and learnable labels."""
+
+# --- data ----------------------------------------------------------------------------------------
+
+def mnist_like(n=ROWS, seed=0, dtype=np.float32):
+    """(x (n, 784) in [0, 1], t (n,) int64): real handwriting with MNIST's layout and sparsity.
+
+    Each image is one of the 1,797 handwritten digits shipped with fastbp (8x8, UCI), stretched
+    to 20x20 and drawn into a 28x28 frame with a random shift of up to 3 pixels, as MNIST centres
+    its digits in a 20x20 box; faint pixels are zero, leaving 81 % of the pixels exactly zero, in
+    the frame's borders and between the strokes, as in MNIST (where uniformly random zeros would
+    spread the nonzeros over every pixel). t is the digit."""
+    (x_digits, t_digits), (x_more, t_more) = datasets.load_digits(normalize=True, flatten=False,
+                                                                  test_size=297)
+    digits = np.concatenate([x_digits, x_more])[:, 0].astype(np.float32)   # (1797, 8, 8)
+    labels = np.concatenate([t_digits, t_more]).astype(np.int64)
+    grid = np.linspace(0, 7, 20)                                              # bilinear 8 -> 20
+    i0 = np.minimum(grid.astype(int), 6)
+    frac = (grid - i0).astype(np.float32)
+    rows = digits[:, i0] * (1 - frac)[None, :, None] + digits[:, i0 + 1] * frac[None, :, None]
+    big = rows[:, :, i0] * (1 - frac) + rows[:, :, i0 + 1] * frac             # (1797, 20, 20)
     rng = np.random.default_rng(seed)
-    x = rng.random((n, d), dtype=np.float32)
-    x[rng.random((n, d)) < zeros] = 0
-    t = np.argmax(x @ rng.standard_normal((d, classes)).astype(np.float32), axis=1)
+    pick = rng.integers(0, len(big), n)
+    shift = rng.integers(-3, 4, (n, 2))
+    x = np.zeros((n, 28, 28), np.float32)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            which = np.flatnonzero((shift[:, 0] == dy) & (shift[:, 1] == dx))
+            x[which, 4 + dy:24 + dy, 4 + dx:24 + dx] = big[pick[which]]
+    x = x.reshape(n, 784)
+    x[x < np.quantile(x[:2000], 0.81)] = 0
+    return x.astype(dtype), labels[pick]
+
+
+def dense_like(n=ROWS, seed=0, dtype=np.float32):
+    """(x (n, 784) uniform in (0, 1], no zeros, t (n,) int64 learnable labels): dense input."""
+    rng = np.random.default_rng(seed)
+    x = 1 - rng.random((n, 784), dtype=np.float32)
+    t = np.argmax(x @ rng.standard_normal((784, 10)).astype(np.float32), axis=1)
     return x.astype(dtype), t
 
 
-def _net(sizes, dtype, seed=0):
-    np.random.seed(seed)
+def inputs(dtype):
+    """{name: (x, t)}: MNIST-like, dense, and Fashion-MNIST when it is on disk (never downloaded)."""
+    found = {"MNIST-like": mnist_like(dtype=dtype), "dense": dense_like(dtype=dtype)}
+    try:
+        (x, t), _ = datasets.load_fashion_mnist(download=False)
+        found["Fashion-MNIST"] = (x.astype(dtype), t.astype(np.int64))
+    except datasets.DatasetNotFoundError:
+        pass
+    return found
+
+
+# --- the book's net, written here with the book's choices ------------------------------------------
+
+class BookNet:
+    """What a user of the book's code leaves behind: its ch05 TwoLayerNet (or ch06 MultiLayerNet
+    without extras) as the book computes it, in NumPy, float64: every Affine keeps its input and
+    computes dx (the first layer's too), ReLU copies its input and zeroes it by a mask, softmax
+    subtracts the row max, cross-entropy adds 1e-7 inside the log."""
+
+    def __init__(self, sizes, weight_init_std=0.01):
+        self.params = {}
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:]), start=1):
+            self.params[f"W{i}"] = weight_init_std * np.random.randn(a, b)
+            self.params[f"b{i}"] = np.zeros(b)
+        self.layers = len(sizes) - 1
+
+    def _scores(self, x):
+        self.inputs, self.masks = [], []
+        for i in range(1, self.layers + 1):
+            self.inputs.append(x)
+            x = np.dot(x, self.params[f"W{i}"]) + self.params[f"b{i}"]
+            if i < self.layers:
+                mask = x <= 0
+                x = x.copy()
+                x[mask] = 0
+                self.masks.append(mask)
+        return x
+
+    def loss(self, x, t):
+        scores = self._scores(x)
+        shifted = scores - np.max(scores, axis=-1, keepdims=True)
+        self.y = np.exp(shifted) / np.sum(np.exp(shifted), axis=-1, keepdims=True)
+        self.t = t
+        labels = t.argmax(axis=1) if t.size == self.y.size else t
+        return -np.sum(np.log(self.y[np.arange(len(self.y)), labels] + 1e-7)) / len(self.y)
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = (self.y - self.t) / len(self.y)
+        grads = {}
+        for i in range(self.layers, 0, -1):
+            dx = np.dot(dout, self.params[f"W{i}"].T)
+            grads[f"W{i}"] = np.dot(self.inputs[i - 1].T, dout)
+            grads[f"b{i}"] = np.sum(dout, axis=0)
+            if i > 1:
+                dx[self.masks[i - 2]] = 0
+            dout = dx
+        return grads
+
+
+def _fastbp_net(sizes, dtype, weight_init_std=0.01):
     if len(sizes) == 3:
-        return TwoLayerNet(*sizes, dtype=dtype)
-    return MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], dtype=dtype)
+        return TwoLayerNet(*sizes, weight_init_std=weight_init_std, dtype=dtype)
+    return MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], weight_init_std=weight_init_std,
+                         dtype=dtype)
 
 
-def time_fit(backend, sizes, x, t, iters, batch_size, dtype):
-    net = _net(sizes, dtype)
+# --- the timed paths: each returns seconds per step ---------------------------------------------
+
+def time_fit(backend, sizes, x, t, iters, dtype):
+    np.random.seed(0)
+    net = _fastbp_net(sizes, dtype)
     with use_backend(backend):
-        fit(net, x[:batch_size], t[:batch_size], iters=2, batch_size=batch_size)  # compile / warm
-        history = fit(net, x, t, iters=iters, batch_size=batch_size, lr=0.1, seed=1,
-                      eval_every=iters)
+        fit(net, x[:200], t[:200], iters=2)   # compiles (a first call also measures the cores)
+        history = fit(net, x, t, iters=iters, lr=LR, seed=1, eval_every=iters)
     return history.train_seconds / iters
 
 
-def time_book_loop(backend, sizes, x, t, iters, batch_size, dtype):
-    """The seeds' loop: gradient, in-place SGD update, loss — in Python, over the layers."""
-    net = _net(sizes, dtype)
+def time_book_loop(net, x, t, iters):
+    """The book's ch05 loop: a random batch, gradient, in-place update, loss; float64 one-hot."""
+    onehot = np.eye(10)[t]
     rng = np.random.default_rng(1)
-    with use_backend(backend):
-        net.gradient(x[:batch_size], t[:batch_size])  # compile / warm
-        start = time.perf_counter()
-        for _ in range(iters):
-            mask = rng.integers(0, len(x), batch_size)
-            x_batch, t_batch = x[mask], t[mask]
-            grads = net.gradient(x_batch, t_batch)
-            for key, grad in grads.items():
-                net.params[key] -= 0.1 * grad
-            net.loss(x_batch, t_batch)
-        return (time.perf_counter() - start) / iters
+    keys = list(net.params)
+    for _ in range(2):   # compiles fastbp's kernels
+        net.gradient(x[:100], onehot[:100])
+    start = time.perf_counter()
+    for _ in range(iters):
+        mask = rng.integers(0, len(x), 100)
+        x_batch, t_batch = x[mask], onehot[mask]
+        grad = net.gradient(x_batch, t_batch)
+        for key in keys:
+            net.params[key] -= LR * grad[key]
+        net.loss(x_batch, t_batch)
+    return (time.perf_counter() - start) / iters
 
 
-def time_torch(sizes, x, t, iters, batch_size, dtype):
+def time_torch(sizes, x, t, iters, dtype):
     import torch
     torch.manual_seed(0)
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
@@ -77,26 +184,26 @@ def time_torch(sizes, x, t, iters, batch_size, dtype):
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
     xs, ts = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
     loss_fn = torch.nn.CrossEntropyLoss()
-    batches = torch.from_numpy(np.random.default_rng(1).integers(0, len(x), (iters + 5, batch_size)))
+    batches = torch.from_numpy(np.random.default_rng(1).integers(0, len(x), (iters + 5, 100)))
 
-    def step(rows):
+    def one_step(rows):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(xs[rows]), ts[rows])
         loss.backward()
         opt.step()
 
     for rows in batches[:5]:
-        step(rows)
+        one_step(rows)
     start = time.perf_counter()
     for rows in batches[5:]:
-        step(rows)
+        one_step(rows)
     return (time.perf_counter() - start) / iters
 
 
-def time_jax(sizes, x, t, iters, batch_size, dtype):
+def time_jax(sizes, x, t, iters, dtype):
     """JAX as its users write the fast version: the whole loop one jitted ``lax.scan`` over steps,
     each gathering its batch from the dataset on the device. A warm-up call with the same shapes
     compiles it, so the timed call does not."""
@@ -105,7 +212,7 @@ def time_jax(sizes, x, t, iters, batch_size, dtype):
 
     # x64 is a global JAX switch: turn it on for float64 only, and only inside this function.
     precision = jax.enable_x64(True) if dtype == np.float64 else contextlib.nullcontext()
-    batches = np.random.default_rng(1).integers(0, len(x), (2 * iters, batch_size))
+    batches = np.random.default_rng(1).integers(0, len(x), (2 * iters, 100))
     rng = np.random.default_rng(0)
     init = [(0.01 * rng.standard_normal((a, b))).astype(dtype) for a, b in zip(sizes, sizes[1:])]
 
@@ -119,10 +226,10 @@ def time_jax(sizes, x, t, iters, batch_size, dtype):
 
     @jax.jit
     def train(params, xs, ts, batches):  # the data as arguments: closed over, it would be a constant
-        def step(params, rows):
+        def one_step(params, rows):
             value, grads = jax.value_and_grad(loss)(params, xs[rows], ts[rows])
-            return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
-        return jax.lax.scan(step, params, batches)
+            return jax.tree.map(lambda p, g: p - LR * g, params, grads), value
+        return jax.lax.scan(one_step, params, batches)
 
     with precision:
         params = [(jnp.asarray(W), jnp.zeros(W.shape[1], dtype)) for W in init]
@@ -142,67 +249,78 @@ def _version(distribution):
         return None
 
 
-def matmul_floor(sizes, batch_size, dtype, repeat=200):
-    """Seconds per step for the BLAS products a step must do (NumPy's BLAS, same data shapes)."""
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size, sizes[0])).astype(dtype)
-    total = 0.0
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        inp = x if i == 0 else rng.random((batch_size, a)).astype(dtype)
-        W = rng.random((a, b)).astype(dtype)
-        d = rng.random((batch_size, b)).astype(dtype)
-        products = [lambda: inp @ W, lambda: inp.T @ d] + ([lambda: d @ W.T] if i else [])
-        for product in products:
-            product()
-            start = time.perf_counter()
-            for _ in range(repeat):
-                product()
-            total += (time.perf_counter() - start) / repeat
-    return total
+def compiled_paths(dtype):
+    """[(label, timer(sizes, x, t, iters))] of the compiled training loops, the reference first."""
+    paths = [("NumPy reference (fit on the reference backend)",
+              lambda s, x, t, n: time_fit("reference", s, x, t, n, dtype)),
+             ("fastbp fit", lambda s, x, t, n: time_fit("kernels", s, x, t, n, dtype))]
+    # the peers last, so their thread pools (which keep spinning after use) slow nothing of fastbp's
+    if (version := _version("torch")):
+        paths.append((f"PyTorch {version} CPU eager", lambda s, x, t, n: time_torch(s, x, t, n, dtype)))
+    if (version := _version("jax")):
+        paths.append((f"JAX {version}, whole loop jitted (lax.scan)",
+                      lambda s, x, t, n: time_jax(s, x, t, n, dtype)))
+    return paths
 
+
+BOOK_PATHS = [
+    ("book-faithful NumPy net (the book's own computations)",
+     lambda s, x, t, n: (np.random.seed(0), time_book_loop(BookNet(s), x, t, n))[1]),
+    ("fastbp net (TwoLayerNet / MultiLayerNet), same loop",
+     lambda s, x, t, n: (np.random.seed(0), time_book_loop(_fastbp_net(s, np.float64), x, t, n))[1]),
+]
+
+
+# --- profile: where a step of fit goes -----------------------------------------------------------
 
 STAGES = [  # (stage of kernels.step, what it adds to a step)
-    (step.GATHER, "gather the batch rows (copy from x)"),
-    (step.FORWARD, "forward: bias + h @ W (BLAS), activation"),
+    (step.FORWARD, "forward: every layer, on each row's nonzeros"),
     (step.LOSS, "softmax cross-entropy and its gradient"),
-    (step.BACKWARD, "backward: dx = d @ W.T (BLAS), activation gradients"),
-    (step.WEIGHTS, "weight updates: W -= lr * h.T @ d (one BLAS call)"),
+    (step.BACKWARD, "backward: d @ W.T below each layer, activation gradients"),
+    (step.WEIGHTS, "weight updates: W -= lr * x.T @ d, row by row"),
     (step.BIASES, "bias updates: b -= lr * sum(d)"),
 ]
 
 
-def profile_step(sizes, x, t, iters, batch_size, dtype, repeats=7):
-    """Where a step of ``fit`` goes: [(stage label, seconds per step)], by cumulative ablation.
+def profile_step(sizes, x, t, iters, dtype, threads, repeats=7):
+    """Where a step of ``fit`` goes on the sparse layout: [(stage label, seconds per step)].
 
     A profiler cannot see inside compiled code, so the step is run with its first k stages only,
-    for every k, interleaved and repeated (median); a stage's time is what adding it costs. The
-    batches are the same for every k, and the BLAS threads those of ``fit``.
-    """
-    net = _net(sizes, dtype)
-    weights, biases, activation = net.stack()
-    batches = np.random.default_rng(1).integers(0, len(x), (iters, batch_size))
+    for every k, interleaved and repeated (median); a stage's time is what adding it costs."""
+    np.random.seed(0)
+    weights, biases, activation = _fastbp_net(sizes, dtype).stack()
+    indptr, columns, values = step.sparse.compress_rows(x)
+    split = x.shape[1] // 2
+    batches = np.random.default_rng(1).integers(0, len(x), (iters, 100))
     losses = np.zeros(iters)
     seconds = {stage: [] for stage, _ in STAGES}
-    with limited_blas():
-        step._sgd_step_stages(x, t, batches[:2], weights, biases, activation, 0.1, losses, step.BIASES)
-        for _ in range(repeats):
-            for stage in seconds:
-                start = time.perf_counter()
-                step._sgd_step_stages(x, t, batches, weights, biases, activation, 0.1, losses, stage)
-                seconds[stage].append((time.perf_counter() - start) / iters)
+
+    def run(stage, rows):
+        step._sgd_csr_step_stages(indptr, columns, values, split, t, rows, weights, biases,
+                                  activation, LR, losses, threads, stage)
+
+    run(step.BIASES, batches[:2])
+    for _ in range(repeats):
+        for stage in seconds:
+            start = time.perf_counter()
+            run(stage, batches)
+            seconds[stage].append((time.perf_counter() - start) / iters)
     cumulative = [0.0] + [float(np.median(seconds[stage])) for stage, _ in STAGES]
     return [(label, after - before)
             for (_, label), before, after in zip(STAGES, cumulative, cumulative[1:])]
 
 
-def print_profile(name, stages):
+def print_profile(name, stages, threads):
     total = sum(seconds for _, seconds in stages)
-    print(f"\nwhere a step of fastbp fit goes, {name} (each stage: what adding it to the step costs)")
+    print(f"\nwhere a step of fastbp fit goes, {name}, MNIST-like, {threads} thread(s) "
+          f"(each stage: what adding it to the step costs)")
     print(f"  {'stage':<64} {'us/step':>9} {'share':>6}")
     for label, seconds in stages:
         print(f"  {label:<64} {1e6 * seconds:9.1f} {seconds / total:6.0%}")
     print(f"  {'the whole step':<64} {1e6 * total:9.1f}")
 
+
+# --- start-up ------------------------------------------------------------------------------------
 
 def startup_seconds():
     """(cold, warm): `fit` of one step in a fresh interpreter with an empty, then a filled cache."""
@@ -210,6 +328,7 @@ def startup_seconds():
             "fastbp.fit(fastbp.TwoLayerNet(784, 50, 10, dtype=np.float32), np.zeros((100, 784), np.float32),"
             " np.zeros(100, np.int64), iters=1)")
     with tempfile.TemporaryDirectory() as cache:
+        os.chmod(cache, 0o700)
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         times = []
         for _ in range(2):
@@ -219,74 +338,108 @@ def startup_seconds():
     return times
 
 
-NETS = ([784, 50, 10], [784, 256, 128, 10])
+# --- the tables ----------------------------------------------------------------------------------
+
+def cpu_model():
+    """The CPU's model name and, on x86, family/model and the vector extension in use."""
+    name, family, model = platform.processor() or platform.machine(), "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        name = info.get("model name", name)
+        family, model = info.get("cpu family", ""), info.get("model", "")
+        flags = info.get("flags", "").split()
+        vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    except OSError:
+        vector = "?"
+    where = f", family {family} model {model}" if family else ""
+    return f"{name}{where}, {vector}, {os.cpu_count()} cores"
+
+
+def _progress(text):
+    print(f"measuring {text}"[:79].ljust(79), end="\r", file=sys.stderr, flush=True)
+
+
+def _measure(label, timer, sizes, data, iters):
+    """{input name: seconds per step} of one path on every input. It first waits 0.3 s: OpenBLAS
+    threads keep spinning ~0.1 s after their last call and would compete with this path's."""
+    result = {}
+    for name, (x, t) in data.items():
+        _progress(f"{'-'.join(map(str, sizes))} on {name}: {label}")
+        time.sleep(0.3)
+        result[name] = timer(sizes, x, t, iters)
+    return result
+
+
+def print_table(title, rows, names):
+    """rows [(label, {input: seconds})]; ratios against the first row, per input."""
+    print(f"\n{title}")
+    print(f"  {'':<56}" + "".join(f" {name:>21}" for name in names))
+    print(f"  {'':<56}" + "".join(f" {'us/step':>11} {'vs first':>9}" for _ in names))
+    for label, seconds in rows:
+        cells = "".join(f" {1e6 * seconds[n]:11.1f} {rows[0][1][n] / seconds[n]:8.2f}x" for n in names)
+        print(f"  {label:<56}{cells}")
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Another process keeping one core busy for the duration."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def run_tables(args, data32, data64, iters, loaded):
+    where = "under load (another process keeps one core busy)" if loaded else "quiet"
+    names = list(data32)
+    for sizes in NETS:
+        net = "-".join(map(str, sizes)) + " relu"
+        compiled = [(label, _measure(label, timer, sizes, data32, iters))
+                    for label, timer in compiled_paths(np.dtype(args.dtype).type)]
+        book = [(label, _measure(label, timer, sizes, data64, max(iters // 4, 20)))
+                for label, timer in BOOK_PATHS]
+        print(" " * 79, end="\r", file=sys.stderr)
+        print_table(f"{net}, {where}: compiled training loops, {args.dtype}", compiled, names)
+        print_table(f"{net}, {where}: the book's loop (gradient, update, loss), float64, one-hot",
+                    book, names)
 
 
 def main(args):
     dtype = np.dtype(args.dtype).type
-    x, t = mnist_like(dtype=dtype)
-    measure = dict(x=x, t=t, iters=args.iters, batch_size=args.batch_size, dtype=dtype)
-    torch_version, jax_version = _version("torch"), _version("jax")
-    print(f"fastbp bench: batch {args.batch_size}, {args.dtype}, SGD lr 0.1, {args.iters} iterations "
-          f"per path, MNIST-shaped synthetic data (10,000 x 784, 81% zeros); {os.cpu_count()} cores; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"BLAS threads in fit: {blas_threads()} (FASTBP_BLAS_THREADS)", flush=True)
-    paths = [
-        ("NumPy reference, layer by layer (fit on the reference backend)",
-         lambda sizes: time_fit("reference", sizes, **measure)),
-        ("fastbp fit (compiled epochs)", lambda sizes: time_fit("kernels", sizes, **measure)),
-        ("book-style Python loop, reference layers",
-         lambda sizes: time_book_loop("reference", sizes, **measure)),
-        ("book-style Python loop, fastbp layers",
-         lambda sizes: time_book_loop("kernels", sizes, **measure)),
-    ]
-    # The peers run after every fastbp and reference path, so their thread pools (which keep
-    # spinning for a while after use) cannot slow those down.
-    peers = [(label, timer) for label, timer, version in (
-        (f"PyTorch {torch_version} CPU eager", lambda sizes: time_torch(sizes, **measure), torch_version),
-        (f"JAX {jax_version}, whole loop jitted (lax.scan)", lambda sizes: time_jax(sizes, **measure),
-         jax_version)) if version]
-    results = {}
-    for sizes in NETS:
-        rows = [(label, _progress(label, sizes, timer)) for label, timer in paths]
-        with limited_blas():
-            floor = matmul_floor(sizes, args.batch_size, dtype)
-        profile = (_progress("profile", sizes, lambda sizes: profile_step(sizes, **measure))
-                   if args.profile else None)
-        results[tuple(sizes)] = rows, floor, profile
-    for sizes in NETS:
-        results[tuple(sizes)][0].extend((label, _progress(label, sizes, timer)) for label, timer in peers)
-    print(" " * 79, end="\r", file=sys.stderr)
-
-    for sizes in NETS:
-        rows, floor, profile = results[tuple(sizes)]
-        name = "-".join(map(str, sizes)) + " relu"
-        reference = rows[0][1]
-        print(f"\n{name}")
-        print(f"  {'path':<64} {'us/iter':>9} {'vs reference':>13}")
-        for label, seconds in rows:
-            print(f"  {label:<64} {1e6 * seconds:9.1f} {reference / seconds:12.2f}x")
-        print(f"  {'matmul floor (the BLAS products of one step, NumPy, as fit)':<64} {1e6 * floor:9.1f}")
-        missing = [peer for peer, version in (("torch", torch_version), ("jax", jax_version)) if not version]
-        if missing and sizes == NETS[0]:
-            print(f"  (not installed, so not compared: {', '.join(missing)}; pip install them to add "
-                  f"them as peers)")
-        if profile:
-            print_profile(name, profile)
+    versions = ", ".join(f"{d} {v}" for d in ("numba", "numpy", "scipy", "torch", "jax")
+                         if (v := _version(d)))
+    print(f"fastbp bench: {cpu_model()}; load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+          f"{versions}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    _progress("preparing the data")
+    data32 = inputs(dtype)
+    data64 = data32 if dtype == np.float32 else inputs(np.float32)   # the book's float32 images
+    print(f"data: {ROWS:,} images of 784 pixels each, batch 100, SGD lr {LR}; "
+          + "; ".join(f"{name} {100 * np.mean(x[:2000] == 0):.0f}% zeros" for name, (x, _) in data32.items())
+          + f"; {args.iters} steps per compiled path, {max(args.iters // 4, 20)} per book-loop path",
+          flush=True)
+    missing = [peer for peer in ("torch", "jax") if not _version(peer)]
+    if missing:
+        print(f"(not installed, so not compared: {', '.join(missing)}; pip install them to add them as peers)")
+    run_tables(args, data32, data64, args.iters, loaded=False)
+    if args.load:
+        with busy_core():
+            run_tables(args, data32, data64, max(args.iters // 4, 20), loaded=True)
+    if args.profile:
+        x, t = data32["MNIST-like"]
+        for sizes in NETS:
+            for threads in (1, 2):
+                _progress(f"profile {'-'.join(map(str, sizes))}, {threads} thread(s)")
+                with limited_blas():
+                    stages = profile_step(sizes, x, t, args.iters, dtype, threads)
+                print(" " * 79, end="\r", file=sys.stderr)
+                print_profile("-".join(map(str, sizes)) + " relu", stages, threads)
     if args.startup:
         cold, warm = startup_seconds()
         print(f"\nstart-up, import + fit of 1 step in a fresh interpreter: {cold:.2f} s with an empty "
               f"Numba cache, {warm:.2f} s with a warm one")
     return 0
-
-
-def _progress(label, sizes, timer):
-    """timer(sizes), saying on stderr what is being measured (a full run takes minutes).
-
-    It first waits 0.3 s: OpenBLAS threads keep spinning ~0.1 s after their last call, and the
-    previous path's pool (NumPy's or SciPy's) would otherwise compete with this one's for the cores.
-    """
-    print(f"measuring {'-'.join(map(str, sizes))}: {label}"[:79].ljust(79), end="\r", file=sys.stderr,
-          flush=True)
-    time.sleep(0.3)
-    return timer(sizes)

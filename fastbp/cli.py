@@ -315,9 +315,12 @@ def parser():
     g.set_defaults(run=cmd_gradcheck)
 
     b = sub.add_parser("bench", help="reference vs fastbp (vs PyTorch, JAX if installed), in one run")
-    b.add_argument("--iters", type=_positive(int), default=1000, help="steps timed per path")
-    b.add_argument("--batch-size", type=_positive(int), default=100)
-    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--iters", type=_positive(int), default=1000,
+                   help="steps timed per compiled path (a quarter of it per book-loop path)")
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="of the compiled loops; the book's loop is float64 as the book")
+    b.add_argument("--load", action="store_true",
+                   help="also measure while another process keeps one core busy")
     b.add_argument("--startup", action="store_true",
                    help="also time import + first fit in fresh interpreters, cold and warm cache")
     b.add_argument("--profile", action="store_true",

@@ -102,22 +102,26 @@ def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_bench_prints_both_nets_side_by_side():
+def test_bench_prints_every_path_for_both_nets():
     out = run("bench", "--iters", "3", "--profile")
     assert out.returncode == 0, out.stderr
+    inputs = ["MNIST-like", "dense"] + (["Fashion-MNIST"] if "Fashion-MNIST" in out.stdout else [])
     for net in ("784-50-10 relu", "784-256-128-10 relu"):
-        assert net in out.stdout
-    rows = re.findall(r"^  (.+?)\s+(\d+\.\d)\s+(\d+\.\d\d)x$", out.stdout, re.M)
-    labels = [label.strip() for label, _, _ in rows]
-    assert labels.count("fastbp fit (compiled epochs)") == 2, out.stdout
-    assert labels.count("NumPy reference, layer by layer (fit on the reference backend)") == 2
-    assert all(float(ratio) > 0 for _, _, ratio in rows)
-    assert out.stdout.count("matmul floor") == 2
-    # --profile: every stage of the compiled step, for both nets, then the step's total
+        assert f"{net}, quiet: compiled training loops" in out.stdout
+        assert f"{net}, quiet: the book's loop" in out.stdout
+    cell = r"\s+(\d+\.\d)\s+(\d+\.\d\d)x"
+    rows = re.findall(r"^  (\S.+?)" + cell * len(inputs) + "$", out.stdout, re.M)
+    labels = [row[0].strip() for row in rows]
+    for label in ("NumPy reference (fit on the reference backend)", "fastbp fit",
+                  "book-faithful NumPy net (the book's own computations)",
+                  "fastbp net (TwoLayerNet / MultiLayerNet), same loop"):
+        assert labels.count(label) == 2, (label, out.stdout)
+    assert all(float(us) > 0 for row in rows for us in row[1::2]), out.stdout   # (3 steps: no ratios)
+    # --profile: every stage of the compiled step, for both nets on 1 and 2 threads, then the total
     from fastbp.bench import STAGES
     for _, label in STAGES:
-        assert out.stdout.count(f"  {label} ") == 2, (label, out.stdout)
-    assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 2, out.stdout
+        assert out.stdout.count(f"  {label} ") == 4, (label, out.stdout)
+    assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 4, out.stdout
 
 
 def test_console_script_is_installed():

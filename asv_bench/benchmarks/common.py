@@ -109,6 +109,19 @@ def _sgd_args(r, n, h, dtype):
     return x, t, batches, ws, bs, RELU, LR, np.zeros(SGD_STEPS)
 
 
+def _csr(n, dtype):
+    """The CSR triple of n MNIST-like rows (made by the reference twin)."""
+    return fastbp.reference.compress_rows(mnist_like(n, dtype)[0])
+
+
+def _sgd_csr_args(r, n, h, dtype):
+    x, t = mnist_like(TRAIN_ROWS, dtype)
+    ws, bs = net_params([N_IN, h, N_CLASSES], dtype)
+    batches = r.integers(0, TRAIN_ROWS, size=(SGD_STEPS, n)).astype(np.int64)
+    return (*fastbp.reference.compress_rows(x), N_IN // 2, t, batches, ws, bs, RELU, LR,
+            np.zeros(SGD_STEPS), 1)
+
+
 KERNEL_CASES = {
     "affine_forward": ("affine", lambda r, n, h, dt: (
         mnist_like(n, dt)[0], _normal(r, (N_IN, h), dt, 0.05), _normal(r, h, dt, 0.1))),
@@ -136,6 +149,14 @@ KERNEL_CASES = {
     "predict_labels": ("net", lambda r, n, h, dt: (
         mnist_like(n, dt)[0], *net_params([N_IN, h, N_CLASSES], dt), RELU)),
     "sgd_steps": ("net", _sgd_args),
+    "compress_rows": ("affine", lambda r, n, h, dt: (mnist_like(n, dt)[0],)),
+    "csr_affine_forward": ("affine", lambda r, n, h, dt: (
+        *_csr(n, dt), _normal(r, (N_IN, h), dt, 0.05), _normal(r, h, dt, 0.1))),
+    "csr_affine_backward_params": ("affine", lambda r, n, h, dt: (
+        *_csr(n, dt), N_IN, _normal(r, (n, h), dt, 0.01))),
+    "predict_labels_csr": ("net", lambda r, n, h, dt: (
+        *_csr(n, dt), *net_params([N_IN, h, N_CLASSES], dt), RELU)),
+    "sgd_steps_csr": ("net", _sgd_csr_args),
 }
 
 
