@@ -19,6 +19,7 @@ __all__ = [
     "predict_labels", "sgd_steps",
     "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
     "predict_labels_csr", "sgd_steps_csr",
+    "index_labels", "onehot_labels", "net_scores", "net_loss", "net_gradient",
 ]
 
 RELU, SIGMOID, TANH = 0, 1, 2  # activation codes shared with the kernels
@@ -227,3 +228,65 @@ def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, a
     the kernel divides the first layer's work and change nothing in the result."""
     x = _densify(indptr, columns, values, weights[0].shape[0])
     sgd_steps(x, t, batches, weights, biases, activation, lr, losses)
+
+
+# --- Whole nets through the book's API: labels, forward, loss, gradient -------------------------
+
+def index_labels(t, classes):
+    """Class indices t (N,) checked: -> (t as int64, the first i with t[i] outside [0, classes),
+    or -1)."""
+    bad = np.flatnonzero((t < 0) | (t >= classes))
+    return t.astype(np.int64), int(bad[0]) if bad.size else -1
+
+
+def onehot_labels(t):
+    """One-hot rows t (N, C) as class indices: -> (indices (N,) int64: each row's first 1, the
+    first row that is not zeros and a single one, or -1)."""
+    good = ((t == 0) | (t == 1)).all(axis=1) & ((t == 1).sum(axis=1) == 1)
+    bad = np.flatnonzero(~good)
+    return np.argmax(t == 1, axis=1).astype(np.int64), int(bad[0]) if bad.size else -1
+
+
+def _activate(h, activation):
+    return _FORWARD[activation](h)
+
+
+def net_scores(x, weights, biases, activation, threads):
+    """Every layer's output of the net for x (N, D). -> ([h1, ..., scores], how many entries of x
+    are NaN or infinite)"""
+    outputs, h = [], x.astype(weights[0].dtype)
+    for layer, (W, b) in enumerate(zip(weights, biases)):
+        h = affine_forward(h, W, b)
+        if layer < len(weights) - 1:
+            h = _activate(h, activation)
+        outputs.append(h)
+    return outputs, int(np.count_nonzero(~np.isfinite(x)))
+
+
+def net_loss(x, t, weights, biases, activation, threads):
+    """Mean softmax cross-entropy of the net on x (N, D), class indices t (N,) int64.
+    -> (loss, y = softmax(scores), [h1, ..., scores], how many entries of x are not finite)"""
+    outputs, nonfinite = net_scores(x, weights, biases, activation, threads)
+    loss, y = softmax_cross_entropy(outputs[-1], t)
+    return loss, y, outputs, nonfinite
+
+
+_BACKWARD = {SIGMOID: sigmoid_backward, TANH: tanh_backward}
+
+
+def net_gradient(x, t, weights, biases, activation, threads):
+    """The loss and its gradient with respect to every weight and bias, by backpropagation.
+    -> (loss, y, [h1, ..., scores], [dW1, ...], [db1, ...], how many entries of x are not finite)"""
+    loss, y, outputs, nonfinite = net_loss(x, t, weights, biases, activation, threads)
+    inputs = [x.astype(weights[0].dtype)] + outputs[:-1]
+    dout = softmax_cross_entropy_backward(y, t)
+    dWs, dbs = [], []
+    for layer in range(len(weights) - 1, -1, -1):
+        dW, db = affine_backward_params(inputs[layer], dout)
+        dWs.insert(0, dW)
+        dbs.insert(0, db)
+        if layer > 0:
+            dx = dout @ weights[layer].T
+            h = outputs[layer - 1]
+            dout = relu_backward(dx, h <= 0) if activation == RELU else _BACKWARD[activation](dx, h)
+    return loss, y, outputs, dWs, dbs, nonfinite

@@ -9,6 +9,7 @@ from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid
 from .affine import affine_backward, affine_backward_params, affine_forward
 from .softmax_ce import (softmax_cross_entropy, softmax_cross_entropy_backward,
                          softmax_cross_entropy_onehot, softmax_cross_entropy_onehot_backward)
+from .net import index_labels, net_gradient, net_loss, net_scores, onehot_labels
 from .sparse import compress_rows, csr_affine_backward_params, csr_affine_forward
 from .step import predict_labels, predict_labels_csr, sgd_steps, sgd_steps_csr
 
@@ -22,4 +23,5 @@ __all__ = [
     "predict_labels", "sgd_steps",
     "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
     "predict_labels_csr", "sgd_steps_csr",
+    "index_labels", "onehot_labels", "net_scores", "net_loss", "net_gradient",
 ]

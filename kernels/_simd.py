@@ -254,6 +254,19 @@ def count_nonzero(typingctx, tile, n):
 
 
 @intrinsic
+def count_nonfinite(typingctx, tile, n):
+    """How many lanes l < n of tile are NaN or infinite, as int64."""
+    def codegen(context, builder, signature, args):
+        vector = args[0]
+        # x - x is 0 for every finite x, NaN for NaN and both infinities
+        nonfinite = builder.fcmp_unordered("!=", builder.fsub(vector, vector),
+                                           ir.Constant(vector.type, None))
+        return _popcount(builder, builder.and_(nonfinite, _lane_mask(builder, tile.lanes, args[1])),
+                         tile.lanes)
+    return types.int64(tile, n), codegen
+
+
+@intrinsic
 def prefetch(typingctx, array, offset):
     """Ask the CPU to bring the cache line holding array.flat[offset] into L1 (a hint: never faults)."""
     def codegen(context, builder, signature, args):
@@ -308,4 +321,5 @@ if numba.config.DISABLE_JIT:
     relu = lambda a: np.where(a <= 0, a.dtype.type(0), a)  # noqa: E731, F811
     relu_mask = lambda d, h: np.where(h <= 0, d.dtype.type(0), d)  # noqa: E731, F811
     count_nonzero = lambda tile, n: int(np.count_nonzero(tile[:max(0, min(int(n), tile.size))]))  # noqa: E731, F811
+    count_nonfinite = lambda tile, n: int(np.count_nonzero(~np.isfinite(tile[:max(0, min(int(n), tile.size))])))  # noqa: E731, F811
     prefetch = lambda array, offset: None  # noqa: E731, F811

@@ -2,13 +2,16 @@
 
 ``TwoLayerNet.gradient(x, t)`` in the book runs a dozen NumPy calls through Python per batch;
 here the nets hand their weights to one kernel that does the whole pass on the batch's nonzero
-lists (kernels/sparse.py) and returns what the book's layers would hold afterwards: every layer's
-output, the softmax probabilities, the loss and the gradients. Labels are class indices (the
-nets convert checked one-hot rows to indices: the loss and (y - t) / N are the same numbers).
+lists (kernels/sparse.py) and returns what the book's layers hold afterwards: every layer's
+output, the softmax probabilities, the loss and the gradients. Labels are class indices
+(index_labels and onehot_labels check and convert the book's two forms; the loss and
+(y - t) / N are the same numbers for both).
 
-The first layer's input is the caller's x, compressed per call (about a microsecond per 1,000
-pixels); a layer large enough (SPLIT_MIN_WEIGHTS) is computed in two column parts, on two cores
-when ``threads`` is 2, with the same arithmetic either way (see kernels/step.py).
+The first layer reads the caller's x as it is (float32 images into a float64 net need no
+converted copy) through its nonzero lists, made per call in two vector passes that also count
+the entries that are not finite (``nonfinite``, for the caller to refuse such input). A layer
+large enough (SPLIT_MIN_WEIGHTS) runs in two column parts, on two cores when ``threads`` is 2,
+with the same arithmetic either way (see kernels/step.py).
 """
 import numpy as np
 
@@ -22,71 +25,124 @@ from .step import _add_outer as _add_outer_parts
 
 
 @jit
-def _input_csr(x, like):
-    """CSR of x (N, D) with values of like's dtype (the weights'), and its row slices split at
-    column D // 2: (columns, values, lo, mid, hi)."""
-    indptr, columns, values = sparse.compress_rows(x)
-    n = indptr.size - 1
+def index_labels(t, classes):
+    """Class indices t (N,) checked: -> (t as int64, the first i with t[i] outside [0, classes),
+    or -1)."""
+    labels = np.empty(t.size, np.int64)
+    bad = -1
+    for i in range(t.size):
+        labels[i] = t[i]
+        if bad < 0 and not 0 <= t[i] < classes:
+            bad = i
+    return labels, bad
+
+
+@jit
+def onehot_labels(t):
+    """One-hot rows t (N, C) as class indices: -> (indices (N,) int64: each row's first 1, the
+    first row that is not zeros and a single one, or -1)."""
+    n, c = t.shape
+    labels = np.zeros(n, np.int64)
+    bad = -1
+    for i in range(n):
+        ones = 0
+        for j in range(c):
+            v = t[i, j]
+            if v == 1:
+                if ones == 0:
+                    labels[i] = j
+                ones += 1
+            elif v != 0 and bad < 0:
+                bad = i
+        if ones != 1 and bad < 0:
+            bad = i
+    return labels, bad
+
+
+@jit
+def _input_csr(x):
+    """The nonzero lists of x (N, D), C-contiguous, with each row's list split at column D // 2:
+    (columns, values (x's dtype), lo, mid, hi, how many entries of x are NaN or infinite)."""
+    n, d = x.shape
+    counts = np.empty(n, np.int64)
+    nonfinite = sparse._count_nonzeros(x, counts)
+    indptr = np.empty(n + 1, np.int64)
+    columns = np.empty(counts.sum(), np.int32)
+    values = np.empty(counts.sum(), x.dtype)
+    sparse._compress_into(x, indptr, columns, values)
     lo, mid, hi = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-    sparse._row_slices(indptr, columns, np.arange(n), x.shape[1] // 2, lo, mid, hi)
-    return columns, values.astype(like.dtype), lo, mid, hi
+    sparse._row_slices(indptr, columns, np.arange(n), d // 2, lo, mid, hi)
+    return columns, values, lo, mid, hi, nonfinite
 
 
 @jit
-def _forward(x, weights, biases, activation, threads, inputs):
-    """Every layer's output [h1, ..., scores] for x (N, D); appends each layer's input CSR
-    (columns, values, lo, mid, hi) to ``inputs`` for the backward pass."""
+def _layer(lo, mid, hi, columns, values, W, b, last, activation, threads):
+    """One layer's output for inputs given as row slices of nonzero lists."""
+    below, width = W.shape
+    n = lo.size
+    out = np.empty((n, width), W.dtype)
+    epilogue = STORE_RELU if not last and activation == RELU else STORE
+    _times(lo, mid, hi, columns, values, W, b, width, out, epilogue, out,
+           below * width >= SPLIT_MIN_WEIGHTS, np.empty((2, n, width), W.dtype), threads)
+    if not last and activation != RELU:
+        _activate(out, activation)
+    return out
+
+
+@jit
+def _forward(x, weights, biases, activation, threads):
+    """-> ([h1, ..., scores], the first layer's input lists, the hidden layers' input lists, how
+    many entries of x are not finite). x (N, D) C-contiguous."""
     last = len(weights) - 1
-    n = x.shape[0]
-    dtype = weights[0].dtype
-    outputs = []
-    columns, values, lo, mid, hi = _input_csr(x, weights[0])
-    for layer in range(last + 1):
-        W = weights[layer]
-        below, width = W.shape
-        if layer > 0:
-            columns, values, lo, mid, hi = _input_csr(outputs[layer - 1], W)
-        inputs.append((columns, values, lo, mid, hi))
-        out = np.empty((n, width), dtype)
-        epilogue = STORE_RELU if layer < last and activation == RELU else STORE
-        _times(lo, mid, hi, columns, values, W, biases[layer], width, out, epilogue, out,
-               below * width >= SPLIT_MIN_WEIGHTS, np.empty((2, n, width), dtype), threads)
-        if layer < last and activation != RELU:
-            _activate(out, activation)
-        outputs.append(out)
-    return outputs
-
-
-@jit
-def _no_inputs(like):
-    """An empty list typed to hold _input_csr's results."""
-    inputs = [(np.empty(0, np.int32), np.empty(0, like.dtype), np.empty(0, np.int64),
-               np.empty(0, np.int64), np.empty(0, np.int64))]
-    inputs.pop()
-    return inputs
+    columns, values, lo, mid, hi, nonfinite = _input_csr(x)
+    first = (columns, values, lo, mid, hi)
+    outputs = [_layer(lo, mid, hi, columns, values, weights[0], biases[0], last == 0, activation,
+                      threads)]
+    none = np.empty(0, np.int64)
+    hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none, none)]
+    hidden.pop()  # (typed by a dummy first element: a net without hidden layers has none)
+    for layer in range(1, last + 1):
+        columns, values, lo, mid, hi, _ = _input_csr(outputs[layer - 1])
+        hidden.append((columns, values, lo, mid, hi))
+        outputs.append(_layer(lo, mid, hi, columns, values, weights[layer], biases[layer],
+                              layer == last, activation, threads))
+    return outputs, first, hidden, nonfinite
 
 
 @jit
 def net_scores(x, weights, biases, activation, threads):
-    """Every layer's output [h1, ..., scores] of the net for x (N, D)."""
-    return _forward(x, weights, biases, activation, threads, _no_inputs(weights[0]))
+    """Every layer's output of the net for x (N, D). -> ([h1, ..., scores], how many entries of x
+    are NaN or infinite)"""
+    outputs, _, _, nonfinite = _forward(np.ascontiguousarray(x), weights, biases, activation, threads)
+    return outputs, nonfinite
 
 
 @jit
 def net_loss(x, t, weights, biases, activation, threads):
-    """Mean softmax cross-entropy of the net on x (N, D), labels t (N,) int64.
-    -> (loss, y = softmax(scores), [h1, ..., scores])"""
-    outputs = net_scores(x, weights, biases, activation, threads)
+    """Mean softmax cross-entropy of the net on x (N, D), class indices t (N,) int64.
+    -> (loss, y = softmax(scores), [h1, ..., scores], how many entries of x are not finite)"""
+    outputs, nonfinite = net_scores(x, weights, biases, activation, threads)
     loss, y = softmax_cross_entropy(outputs[len(outputs) - 1], t)
-    return loss, y, outputs
+    return loss, y, outputs, nonfinite
+
+
+@jit
+def _add_outer_into_new(lo, mid, hi, columns, values, d, W, threads):
+    """X^T d as a fresh (D, H) array for a layer W (D, H): zeroed 64-byte rows updated in place,
+    returned as the (D, H) view."""
+    below, width = W.shape
+    dW = _aligned_rows(below, width, W)
+    _add_outer_parts(lo, mid, hi, columns, values, d, dW, width, 1.0,
+                     below * width >= SPLIT_MIN_WEIGHTS, threads)
+    return dW[:, :width]
 
 
 @jit
 def net_gradient(x, t, weights, biases, activation, threads):
     """The loss and its gradient with respect to every weight and bias, by backpropagation.
-    -> (loss, y, [h1, ..., scores], [dW1, ...], [db1, ...])"""
-    inputs = _no_inputs(weights[0])
-    outputs = _forward(x, weights, biases, activation, threads, inputs)
+    -> (loss, y, [h1, ..., scores], [dW1, ...], [db1, ...], how many entries of x are not finite)"""
+    outputs, first, hidden, nonfinite = _forward(np.ascontiguousarray(x), weights, biases,
+                                                 activation, threads)
     last = len(weights) - 1
     n = x.shape[0]
     loss, y = softmax_cross_entropy(outputs[last], t)
@@ -98,18 +154,19 @@ def net_gradient(x, t, weights, biases, activation, threads):
     for layer in range(last, -1, -1):
         W = weights[layer]
         below, width = W.shape
-        columns, values, lo, mid, hi = inputs[layer]
-        dW = _aligned_rows(below, width, W)  # zeroed; 64-byte rows for the in-place row updates
-        _add_outer_parts(lo, mid, hi, columns, values, d, dW, width, 1.0,
-                         below * width >= SPLIT_MIN_WEIGHTS, threads)
+        if layer == 0:
+            columns, values, lo, mid, hi = first
+            dWs.append(_add_outer_into_new(lo, mid, hi, columns, values, d, W, threads))
+        else:
+            columns, values, lo, mid, hi = hidden[layer - 1]
+            dWs.append(_add_outer_into_new(lo, mid, hi, columns, values, d, W, threads))
         db = np.zeros(width, y.dtype)
         sparse._column_sums_into(d, n, width, width, db, 1.0)
-        dWs.append(dW[:, :width])
         dbs.append(db)
-        if layer > 0:  # d_below = (d @ W.T) * f'(.)
+        if layer > 0:  # d_below = (d @ W.T) * f'(.), with W as it is (the caller updates later)
             WT = _aligned_rows(width, below, W)
             _transpose_into(W, width, WT)
-            d_columns, d_values, d_lo, d_mid, d_hi = _input_csr(d, W)
+            d_columns, d_values, d_lo, d_mid, d_hi, _ = _input_csr(d)
             d_below = np.empty((n, below), y.dtype)
             epilogue = STORE_RELU_MASKED if activation == RELU else STORE
             _times(d_lo, d_mid, d_hi, d_columns, d_values, WT, no_bias, below, d_below, epilogue,
@@ -120,4 +177,4 @@ def net_gradient(x, t, weights, biases, activation, threads):
             d = d_below
     dWs.reverse()
     dbs.reverse()
-    return loss, y, outputs, dWs, dbs
+    return loss, y, outputs, dWs, dbs, nonfinite

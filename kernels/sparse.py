@@ -33,14 +33,19 @@ PREFETCH_ROWS = 2
 
 @jit
 def _count_nonzeros(x, counts):
-    """counts[i] = number of nonzeros in row i of x (N, D), C-contiguous."""
+    """counts[i] = number of nonzeros in row i of x (N, D), C-contiguous. Returns how many
+    entries of x are NaN or infinite (the same pass: callers check input for free)."""
     n, d = x.shape
     tile = simd.zeros(x, 256)
+    nonfinite = 0
     for i in range(n):
         count = 0
         for c0 in range(0, d, simd.lanes(tile)):
-            count += simd.count_nonzero(simd.load(tile, x, i * d + c0, d - c0), d - c0)
+            row = simd.load(tile, x, i * d + c0, d - c0)
+            count += simd.count_nonzero(row, d - c0)
+            nonfinite += simd.count_nonfinite(row, d - c0)
         counts[i] = count
+    return nonfinite
 
 
 @jit

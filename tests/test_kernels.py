@@ -69,6 +69,15 @@ def csr(rng, n, d, dtype):
     return reference.compress_rows(sparse_rows(rng, n, d, dtype))
 
 
+def _maybe_broken_onehot(rng, n, c, dtype, kind):
+    """One-hot rows, sometimes with a row that is not (two ones, a 0.5, or all zeros)."""
+    t = onehot(rng, n, c, dtype)
+    if rng.random() < 0.5:
+        row = int(rng.integers(0, n))
+        t[row] = [np.ones(c), np.full(c, 0.5), np.zeros(c)][int(rng.integers(0, 3))]
+    return layout(t, kind)
+
+
 def _sgd_csr_args(rng, n, d, h, dtype, kind):
     c = 3
     ws, bs = net(rng, [d, h, h + 1, c], dtype)
@@ -115,6 +124,18 @@ CASES = {
     "predict_labels_csr": lambda r, n, d, h, dt, k: (
         *csr(r, n, d, dt), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
     "sgd_steps_csr": _sgd_csr_args,
+    "index_labels": lambda r, n, d, h, dt, k: (
+        r.integers(-1 if r.random() < 0.3 else 0, h + 2, size=n), h + 1),
+    "onehot_labels": lambda r, n, d, h, dt, k: (_maybe_broken_onehot(r, n, h + 1, dt, k),),
+    "net_scores": lambda r, n, d, h, dt, k: (
+        layout(sparse_rows(r, n, d, np.float32), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3)),
+        int(r.integers(1, 3))),
+    "net_loss": lambda r, n, d, h, dt, k: (
+        layout(sparse_rows(r, n, d, dt), k), labels(r, n, 4), *net(r, [d, h, h + 1, 4], dt),
+        int(r.integers(0, 3)), int(r.integers(1, 3))),
+    "net_gradient": lambda r, n, d, h, dt, k: (
+        layout(sparse_rows(r, n, d, np.float32), k), labels(r, n, 4), *net(r, [d, h, h + 1, 4], dt),
+        int(r.integers(0, 3)), int(r.integers(1, 3))),
 }
 
 
