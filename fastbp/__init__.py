@@ -9,6 +9,7 @@ from .datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, loa
 from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from .nets import MultiLayerNet, TwoLayerNet
+from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from .threads import blas_threads, set_blas_threads
 from .training import EpochRow, History, TrainingDiverged, fit
 
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss",
     "TwoLayerNet", "MultiLayerNet",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "numerical_gradient", "gradient_check", "GradCheck",
     "fit", "History", "EpochRow", "TrainingDiverged",
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",

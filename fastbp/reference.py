@@ -17,6 +17,8 @@ __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_backward",
     "softmax_cross_entropy_onehot", "softmax_cross_entropy_onehot_backward",
     "predict_labels", "sgd_steps",
+    "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
+    "adam_update",
 ]
 
 RELU, SIGMOID, TANH = 0, 1, 2  # activation codes shared with the kernels
@@ -181,3 +183,71 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
                     dout = sigmoid_backward(dx, cache)
                 else:
                     dout = tanh_backward(dx, cache)
+
+
+# --- Optimizers (the book's chapter 6), one call over all parameters -----------------------------
+# params, grads and every state tuple hold 1-d arrays of one dtype, index by index alike; all are
+# updated in place, operation for operation in the book's order. Scalars are rounded to the arrays'
+# dtype first, so float32 stays float32 (in float64 nothing changes).
+
+_OPTIMIZER_EPS = 1e-7
+
+
+def _scalars(a, *values):
+    return [a.dtype.type(value) for value in values]
+
+
+def sgd_update(params, grads, lr):
+    """p -= lr * g for every (p, g) of params, grads."""
+    lr, = _scalars(params[0], lr)
+    for p, g in zip(params, grads):
+        p -= lr * g
+
+
+def momentum_update(params, grads, v, lr, momentum):
+    """v = momentum * v - lr * g;  p += v."""
+    lr, momentum = _scalars(params[0], lr, momentum)
+    for p, g, vi in zip(params, grads, v):
+        vi[...] = momentum * vi - lr * g
+        p += vi
+
+
+def nesterov_update(params, grads, v, lr, momentum):
+    """p += momentum^2 * v;  p -= (1 + momentum) * lr * g;  v = momentum * v - lr * g."""
+    momentum_sq, lr_ahead = _scalars(params[0], momentum * momentum, (1 + momentum) * lr)
+    lr, momentum = _scalars(params[0], lr, momentum)
+    for p, g, vi in zip(params, grads, v):
+        p += momentum_sq * vi
+        p -= lr_ahead * g
+        vi *= momentum
+        vi -= lr * g
+
+
+def adagrad_update(params, grads, h, lr):
+    """h += g * g;  p -= lr * g / (sqrt(h) + 1e-7)."""
+    lr, eps = _scalars(params[0], lr, _OPTIMIZER_EPS)
+    for p, g, hi in zip(params, grads, h):
+        hi += g * g
+        p -= lr * g / (np.sqrt(hi) + eps)
+
+
+def rmsprop_update(params, grads, h, lr, decay_rate):
+    """h *= decay_rate;  h += (1 - decay_rate) * g * g;  p -= lr * g / (sqrt(h) + 1e-7)."""
+    one_minus_decay, = _scalars(params[0], 1 - decay_rate)
+    lr, decay_rate, eps = _scalars(params[0], lr, decay_rate, _OPTIMIZER_EPS)
+    for p, g, hi in zip(params, grads, h):
+        hi *= decay_rate
+        hi += one_minus_decay * g * g
+        p -= lr * g / (np.sqrt(hi) + eps)
+
+
+def adam_update(params, grads, m, v, lr, beta1, beta2, iteration):
+    """Step ``iteration`` (1, 2, ...): lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t);
+    m += (1 - beta1) * (g - m);  v += (1 - beta2) * (g * g - v);  p -= lr_t * m / (sqrt(v) + 1e-7)."""
+    lr_t = lr * np.sqrt(1.0 - beta2 ** iteration) / (1.0 - beta1 ** iteration)
+    lr_t, one_minus_beta1, one_minus_beta2, eps = _scalars(
+        params[0], lr_t, 1.0 - beta1, 1.0 - beta2, _OPTIMIZER_EPS)
+    for p, g, mi, vi in zip(params, grads, m, v):
+        mi += one_minus_beta1 * (g - mi)
+        vi += one_minus_beta2 * (g * g - vi)
+        p -= lr_t * mi / (np.sqrt(vi) + eps)

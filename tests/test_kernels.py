@@ -57,8 +57,32 @@ def _sgd_args(rng, n, d, h, dtype, kind):
             int(rng.integers(0, 3)), 0.1, np.zeros(4))
 
 
+def _optimizer_case(states, hyper):
+    """Arguments of an optimizer kernel: params, grads and ``states`` state tuples of four 1-d
+    arrays each (sizes from the drawn shape, as a two-layer net's flattened W1 b1 W2 b2), then the
+    scalars ``hyper(rng)``. The layout kind does not apply: the optimizers take flat views."""
+    def make(r, n, d, h, dt, k):
+        sizes = [n * d, d, d * h, h]
+        arrays = lambda scale=1.0: tuple((scale * r.standard_normal(s)).astype(dt) for s in sizes)  # noqa: E731
+        state = [tuple(np.abs(a) for a in arrays(0.1)) for _ in range(states)]
+        return (arrays(), arrays(), *state, *hyper(r))
+    return make
+
+
+OPTIMIZER_CASES = {
+    "sgd_update": _optimizer_case(0, lambda r: (r.uniform(1e-3, 0.5),)),
+    "momentum_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 0.5), r.uniform(0, 0.99))),
+    "nesterov_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 0.5), r.uniform(0, 0.99))),
+    "adagrad_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 1.5),)),
+    "rmsprop_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 0.5), r.uniform(0.5, 0.999))),
+    "adam_update": _optimizer_case(2, lambda r: (r.uniform(1e-4, 0.3), r.uniform(0.5, 0.99),
+                                                 r.uniform(0.9, 0.9999), int(r.integers(1, 60)))),
+}
+
+
 # name -> f(rng, n, d, h, dtype, layout kind) -> the kernel's arguments
 CASES = {
+    **OPTIMIZER_CASES,
     "affine_forward": lambda r, n, d, h, dt, k: (
         layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((d, h)).astype(dt), k),
         r.standard_normal(h).astype(dt)),
@@ -164,6 +188,25 @@ def test_kernels_at_the_seed_shapes(dtype):
         ref_args, kern_args = copy_args(args), copy_args(args)
         assert_same(TWINS[name][0](*ref_args), TWINS[name][1](*kern_args), dtype, name)
         assert_same(ref_args, kern_args, dtype, name)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_equal_their_twins_bit_for_bit(name, dtype):
+    """Element-wise formulas compiled without fastmath: the same roundings as NumPy's, float32
+    included, over many steps (the updated state feeds the next step)."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    args = OPTIMIZER_CASES[name](rng, 30, 7, 5, dtype, "C")
+    ref_args, kern_args = copy_args(args), copy_args(args)
+    ref, kern = TWINS[name]
+    for step in range(20):
+        grads = tuple(rng.standard_normal(g.shape).astype(dtype) for g in args[1])
+        ref(ref_args[0], grads, *ref_args[2:])
+        kern(kern_args[0], grads, *kern_args[2:])
+        for got, want in zip(kern_args, ref_args):
+            if isinstance(want, tuple):
+                for a, b in zip(got, want):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} step {step}")
 
 
 # --- backward == numerical gradient (float64) -----------------------------------------------

@@ -6,7 +6,8 @@ One table, ``common.KERNEL_CASES``, lists every kernel with its input maker and 
     Elementwise  relu/sigmoid/tanh forward and backward on (batch, 50)       batch 1, 100, 1000
     SoftmaxCE    the four softmax cross-entropy kernels on (batch, 10)       batch 1, 100, 1000
     Affine       affine_forward/backward(_params), x (batch, 784), W (784, hidden)
-    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net
+    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net, and the
+                 optimizers' updates of its parameters
 
 The import fails (so ``asv check`` fails) when the table and ``fastbp.TWINS`` disagree: a kernel
 added without a benchmark is noticed at once, not silently left untimed. Compare the two backends
