@@ -12,6 +12,7 @@ from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from .nets import MultiLayerNet, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from .regularization import BatchNormalization, Dropout
 from .threads import blas_threads, set_blas_threads
 from .training import EpochRow, History, TrainingDiverged, fit
 from .util import shuffle_dataset, smooth_curve
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss",
+    "Dropout", "BatchNormalization",
     "TwoLayerNet", "MultiLayerNet",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "numerical_gradient", "gradient_check", "GradCheck",

@@ -19,6 +19,8 @@ __all__ = [
     "predict_labels", "sgd_steps",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
     "adam_update",
+    "dropout_forward", "dropout_backward",
+    "batchnorm_forward", "batchnorm_forward_inference", "batchnorm_backward",
 ]
 
 RELU, SIGMOID, TANH = 0, 1, 2  # activation codes shared with the kernels
@@ -124,6 +126,66 @@ def softmax_cross_entropy_onehot(x, t):
 def softmax_cross_entropy_onehot_backward(y, t):
     """dx = (y - t) / N."""
     return ((y - t) / y.shape[0]).astype(y.dtype, copy=False)
+
+
+# --- Dropout: keep a unit where its uniform draw exceeds the ratio ------------------------------
+
+def dropout_forward(x, rand, dropout_ratio):
+    """Training mode: mask = rand > dropout_ratio;  out = x * mask.   -> (out, mask)"""
+    mask = rand > dropout_ratio
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    """dx = dout * mask."""
+    return dout * mask
+
+
+# --- Batch normalisation over the rows of x (N, D) ---------------------------------------------
+
+_BATCHNORM_EPS = 1e-6  # the book's 10e-7
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum):
+    """Training mode: mu = mean_n x;  xc = x - mu;  var = mean_n xc^2;  std = sqrt(var + 1e-6);
+    xn = xc / std;  out = gamma * xn + beta;  running_mean' = momentum * running_mean
+    + (1 - momentum) * mu, running_var' likewise with var.
+    x (N, D), the others (D,) -> (out, xc, xn, std, running_mean', running_var')"""
+    dtype = x.dtype
+    mu = x.mean(axis=0, dtype=np.float64)   # the statistics in float64, as the kernel's sums
+    xc64 = x - mu
+    var = np.mean(xc64 ** 2, axis=0)
+    xc = xc64.astype(dtype)
+    std = np.sqrt(var + _BATCHNORM_EPS).astype(dtype)
+    xn = xc / std
+    out = gamma * xn + beta
+    new_mean = (momentum * running_mean + (1 - momentum) * mu).astype(running_mean.dtype)
+    new_var = (momentum * running_var + (1 - momentum) * var).astype(running_var.dtype)
+    return out, xc, xn, std, new_mean, new_var
+
+
+def batchnorm_forward_inference(x, gamma, beta, running_mean, running_var):
+    """Test mode: out = gamma * (x - running_mean) / sqrt(running_var + 1e-6) + beta."""
+    xn = (x - running_mean) / np.sqrt(running_var + _BATCHNORM_EPS)
+    return (gamma * xn + beta).astype(x.dtype, copy=False)
+
+
+def batchnorm_backward(dout, gamma, xc, xn, std):
+    """dbeta = sum_n dout;  dgamma = sum_n xn * dout;  dxn = gamma * dout;
+    dvar = -0.5 * sum_n(dxn * xc) / std^3;  dxc = dxn / std + (2 / N) * xc * dvar;
+    dx = dxc - mean_n dxc.   dout, xc, xn (N, D), gamma, std (D,) -> (dx, dgamma, dbeta)
+
+    In float64 throughout, results in dout's dtype (for small batches dx is a small difference
+    of large terms)."""
+    n, dtype = dout.shape[0], dout.dtype
+    dout, gamma, xc, xn, std = (a.astype(np.float64) for a in (dout, gamma, xc, xn, std))
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(xn * dout, axis=0)
+    dxn = gamma * dout
+    dvar = -0.5 * np.sum(dxn * xc, axis=0) / (std * std * std)
+    dxc = dxn / std + (2.0 / n) * xc * dvar
+    dx = dxc - np.sum(dxc, axis=0) / n
+    return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
 # --- Whole nets: a stack of affine layers with one activation, softmax-CE on top --------------

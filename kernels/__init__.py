@@ -7,6 +7,8 @@ Every public function here has a NumPy twin of the same name and signature in
 from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           tanh_backward, tanh_forward)
 from .affine import affine_backward, affine_backward_params, affine_forward
+from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_forward_inference
+from .dropout import dropout_backward, dropout_forward
 from .optimizers import (adagrad_update, adam_update, momentum_update, nesterov_update,
                          rmsprop_update, sgd_update)
 from .softmax_ce import (softmax_cross_entropy, softmax_cross_entropy_backward,
@@ -23,4 +25,6 @@ __all__ = [
     "predict_labels", "sgd_steps",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
     "adam_update",
+    "dropout_forward", "dropout_backward",
+    "batchnorm_forward", "batchnorm_forward_inference", "batchnorm_backward",
 ]

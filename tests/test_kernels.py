@@ -80,9 +80,30 @@ OPTIMIZER_CASES = {
 }
 
 
+def _batchnorm_backward_args(r, n, d, h, dt, k):
+    x = r.standard_normal((n, d)).astype(dt)
+    gamma = r.uniform(0.5, 2, d).astype(dt)
+    _, xc, xn, std, _, _ = reference.batchnorm_forward(x, gamma, np.zeros(d, dt), np.zeros(d, dt),
+                                                       np.ones(d, dt), 0.9)
+    return layout(r.standard_normal((n, d)).astype(dt), k), gamma, layout(xc, k), layout(xn, k), std
+
+
+def _batchnorm_args(r, n, d, dt, k):
+    return (layout((2 * r.standard_normal((n, d)) + 1).astype(dt), k), r.uniform(0.5, 2, d).astype(dt),
+            r.standard_normal(d).astype(dt), r.standard_normal(d).astype(dt),
+            r.uniform(0.1, 2, d).astype(dt))
+
+
 # name -> f(rng, n, d, h, dtype, layout kind) -> the kernel's arguments
 CASES = {
     **OPTIMIZER_CASES,
+    "dropout_forward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.random((n, d)), k), r.uniform(0, 1)),
+    "dropout_backward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.random((n, d)) > 0.3, k)),
+    "batchnorm_forward": lambda r, n, d, h, dt, k: (*_batchnorm_args(r, n, d, dt, k), r.uniform(0, 1)),
+    "batchnorm_forward_inference": lambda r, n, d, h, dt, k: _batchnorm_args(r, n, d, dt, k),
+    "batchnorm_backward": _batchnorm_backward_args,
     "affine_forward": lambda r, n, d, h, dt, k: (
         layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((d, h)).astype(dt), k),
         r.standard_normal(h).astype(dt)),
@@ -292,6 +313,46 @@ def test_sgd_step_follows_the_gradient(rng, activation):
     assert losses[0] == loss_before
     for p, p0, g in zip(list(ws) + list(bs), before, numeric):
         assert rel_error((p0 - p) / lr, g) < GRAD_TOL
+
+
+def test_dropout_backward_is_the_gradient(rng):
+    x, g = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    rand = rng.random((6, 5))  # the draws fixed, the mask is a constant of x
+    loss = lambda _: float(np.sum(kernels.dropout_forward(x, rand, 0.4)[0] * g))  # noqa: E731
+    out, mask = kernels.dropout_forward(x, rand, 0.4)
+    np.testing.assert_array_equal(mask, rand > 0.4)
+    np.testing.assert_array_equal(out, x * mask)
+    assert rel_error(kernels.dropout_backward(g, mask), numerical_gradient(loss, x)) < GRAD_TOL
+
+
+@pytest.mark.parametrize("n", [3, 7])   # (with 2 rows the output is +-1 whatever x: dx ~ 0)
+def test_batchnorm_backward_is_the_gradient_in_training_mode(rng, n):
+    d = 4
+    x, g = rng.standard_normal((n, d)) * 2 + 1, rng.standard_normal((n, d))
+    gamma, beta = rng.uniform(0.5, 2, d), rng.standard_normal(d)
+    mean, var = np.zeros(d), np.ones(d)
+    loss = lambda _: float(np.sum(kernels.batchnorm_forward(x, gamma, beta, mean, var, 0.9)[0] * g))  # noqa: E731
+    _, xc, xn, std, _, _ = kernels.batchnorm_forward(x, gamma, beta, mean, var, 0.9)
+    dx, dgamma, dbeta = kernels.batchnorm_backward(g, gamma, xc, xn, std)
+    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+    assert rel_error(dgamma, numerical_gradient(loss, gamma)) < GRAD_TOL
+    assert rel_error(dbeta, numerical_gradient(loss, beta)) < GRAD_TOL
+
+
+def test_batchnorm_statistics_and_running_averages():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((50, 3)) * [1.0, 5.0, 0.1] + [0.0, -3.0, 10.0]
+    gamma, beta = np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0])
+    mean, var = np.full(3, 0.5), np.full(3, 2.0)
+    out, xc, xn, std, new_mean, new_var = kernels.batchnorm_forward(x, gamma, beta, mean, var, 0.9)
+    np.testing.assert_allclose(xn.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(xn.var(axis=0), x.var(axis=0) / (x.var(axis=0) + 1e-6), rtol=1e-12)
+    np.testing.assert_allclose(out, gamma * xn + beta, rtol=1e-14)
+    np.testing.assert_allclose(new_mean, 0.9 * 0.5 + 0.1 * x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(new_var, 0.9 * 2.0 + 0.1 * x.var(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(mean, 0.5)  # the running averages come back new, as the book's
+    test_out = kernels.batchnorm_forward_inference(x, gamma, beta, new_mean, new_var)
+    np.testing.assert_allclose(test_out, gamma * (x - new_mean) / np.sqrt(new_var + 1e-6) + beta, rtol=1e-12)
 
 
 def test_predict_labels_is_the_argmax_of_the_net():

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 import fastbp
+import fastbp.reference
 
 N_IN = 784          # MNIST pixels
 N_CLASSES = 10
@@ -121,7 +122,26 @@ def _optimizer_case(states, *hyper):
     return make
 
 
+def _batchnorm_args(r, n, h, dtype):
+    x = _normal(r, (n, h), dtype, 2.0)
+    return (x, np.ones(h, DTYPES[dtype]), np.zeros(h, DTYPES[dtype]), np.zeros(h, DTYPES[dtype]),
+            np.ones(h, DTYPES[dtype]))
+
+
+def _batchnorm_backward_args(r, n, h, dtype):
+    x, gamma, beta, mean, var = _batchnorm_args(r, n, h, dtype)
+    _, xc, xn, std, _, _ = fastbp.reference.batchnorm_forward(x, gamma, beta, mean, var, 0.9)
+    return _normal(r, (n, h), dtype, 0.01), gamma, xc, xn, std
+
+
 KERNEL_CASES = {
+    "dropout_forward": ("elementwise", lambda r, n, h, dt: (
+        _normal(r, (n, h), dt), r.random((n, h)), 0.5)),
+    "dropout_backward": ("elementwise", lambda r, n, h, dt: (
+        _normal(r, (n, h), dt), r.random((n, h)) > 0.5)),
+    "batchnorm_forward": ("elementwise", lambda r, n, h, dt: (*_batchnorm_args(r, n, h, dt), 0.9)),
+    "batchnorm_forward_inference": ("elementwise", _batchnorm_args),
+    "batchnorm_backward": ("elementwise", _batchnorm_backward_args),
     "sgd_update": ("net", _optimizer_case(0, LR)),
     "momentum_update": ("net", _optimizer_case(1, 0.01, 0.9)),
     "nesterov_update": ("net", _optimizer_case(1, 0.01, 0.9)),
