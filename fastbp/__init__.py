@@ -10,7 +10,8 @@ from .functions import (cross_entropy_error, identity_function, relu, relu_grad,
                         sigmoid_grad, softmax, softmax_loss, step_function, sum_squared_error)
 from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
-from .nets import MultiLayerNet, TwoLayerNet
+from .losses import get_loss, set_loss, use_loss
+from .nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from .regularization import BatchNormalization, Dropout
 from .threads import blas_threads, set_blas_threads
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss",
     "Dropout", "BatchNormalization",
-    "TwoLayerNet", "MultiLayerNet",
+    "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
     "numerical_gradient", "gradient_check", "GradCheck",
     "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
@@ -30,5 +31,6 @@ __all__ = [
     "smooth_curve", "shuffle_dataset",
     "fit", "History", "EpochRow", "TrainingDiverged",
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
+    "set_loss", "get_loss", "use_loss",
     "use_backend", "set_backend", "get_backend", "TWINS", "blas_threads", "set_blas_threads",
 ]

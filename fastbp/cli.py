@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import datasets
+from . import _checks, datasets
 from .backend import use_backend
 from .gradcheck import gradient_check
 from .nets import MultiLayerNet, TwoLayerNet
@@ -51,7 +51,8 @@ def build_net(input_size, hidden, output_size, activation, dtype, weight_init_st
     if len(hidden) == 1 and activation == "relu" and weight_init_std is None:
         return TwoLayerNet(input_size, hidden[0], output_size, dtype=dtype)
     return MultiLayerNet(input_size, hidden, output_size, activation=activation,
-                         weight_init_std=weight_init_std, dtype=dtype)
+                         weight_init_std="auto" if weight_init_std is None else weight_init_std,
+                         dtype=dtype)
 
 
 def _hidden(text):
@@ -144,6 +145,7 @@ def load_saved(path):
     for key, value in params.items():
         if net.params[key].shape != value.shape:
             raise ValueError(f"{path}: {key} has shape {value.shape}, expected {net.params[key].shape}")
+        _checks.check_finite(f"{path}: {key}", value)  # a net saved after it diverged
         net.params[key][...] = value
     return net, meta
 

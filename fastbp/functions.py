@@ -99,12 +99,16 @@ def _label_indices(name, y, t):
     return y, (np.argmax(labels, axis=1) if kind == "onehot" else labels)
 
 
+def _cross_entropy_of_rows(y, idx):
+    """-(1/N) sum_n log(y[n, idx_n] + 1e-7), y (N, C), idx (N,) valid class indices."""
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), idx] + BOOK_LOG_EPS)) / batch_size
+
+
 def cross_entropy_error(y, t):
     """E = -(1/N) sum_n log(y[n, t_n] + 1e-7) for probabilities y (N, C) or (C,) and labels t
     (class indices, or one-hot rows as y's shape) — the book's formula, 1e-7 included."""
-    y, idx = _label_indices("cross_entropy_error", y, t)
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), idx] + BOOK_LOG_EPS)) / batch_size
+    return _cross_entropy_of_rows(*_label_indices("cross_entropy_error", y, t))
 
 
 def softmax_loss(X, t):
