@@ -15,6 +15,7 @@ from .nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from .regularization import BatchNormalization, Dropout
 from .threads import blas_threads, set_blas_threads
+from .trainer import Trainer
 from .training import EpochRow, History, TrainingDiverged, fit
 from .util import shuffle_dataset, smooth_curve
 
@@ -29,7 +30,7 @@ __all__ = [
     "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
     "softmax", "sum_squared_error", "cross_entropy_error", "softmax_loss",
     "smooth_curve", "shuffle_dataset",
-    "fit", "History", "EpochRow", "TrainingDiverged",
+    "Trainer", "fit", "History", "EpochRow", "TrainingDiverged",
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
     "set_loss", "get_loss", "use_loss",
     "use_backend", "set_backend", "get_backend", "TWINS", "blas_threads", "set_blas_threads",

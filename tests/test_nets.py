@@ -203,3 +203,34 @@ def test_fastbp_loss_environment_variable(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode != 0 and "FASTBP_LOSS: expected one of ['exact', 'book'], got 'bok'" in out.stderr
 
+
+def test_chapter_4_net_is_the_books_sigmoid_net():
+    from fastbp.ch04 import TwoLayerNet as Ch4Net
+    rng = np.random.default_rng(11)
+    x = rng.random((6, 12)).astype(np.float32)
+    t = np.eye(5)[rng.integers(0, 5, 6)]
+    np.random.seed(12)
+    net = Ch4Net(input_size=12, hidden_size=8, output_size=5)
+    np.random.seed(12)
+    assert np.array_equal(net.params["W1"], 0.01 * np.random.randn(12, 8))   # the book's init
+    assert list(net.params) == ["W1", "b1", "W2", "b2"]
+    grads, numerical = net.gradient(x, t), net.numerical_gradient(x, t)
+    for key in grads:   # the numerical gradient of the book's loss: equal up to its 1e-7 / y ~ 5e-7
+        assert np.abs(grads[key] - numerical[key]).max() < 1e-6 * np.abs(grads[key]).max(), key
+    for key in net.params:
+        net.params[key][...] = rng.standard_normal(net.params[key].shape)
+    W1, b1, W2, b2 = (net.params[k] for k in ("W1", "b1", "W2", "b2"))
+    z1 = 1 / (1 + np.exp(-(x @ W1 + b1)))
+    a2 = z1 @ W2 + b2
+    y = np.exp(a2) / np.exp(a2).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(net.predict(x), y, rtol=1e-12)              # probabilities
+    assert net.loss(x, t) == pytest.approx(-np.mean(np.log(np.sum(y * t, axis=1) + 1e-7)), rel=1e-12)
+    assert net.accuracy(x, t) == np.mean(np.argmax(y, axis=1) == np.argmax(t, axis=1))
+    assert net.accuracy(x, np.argmax(t, axis=1)) == net.accuracy(x, t)     # indices work too
+    grads = net.gradient(x, t)
+    dy = (y - t) / 6                                                         # the book's hand-written chain
+    da1 = z1 * (1 - z1) * (dy @ W2.T)
+    np.testing.assert_allclose(grads["W2"], z1.T @ dy, rtol=1e-10)
+    np.testing.assert_allclose(grads["W1"], x.T.astype(np.float64) @ da1, rtol=1e-10, atol=1e-14)
+    net.params["W2"], net.params["b2"] = np.zeros((8, 5)), np.zeros(5)   # replaced arrays are seen, as in the book
+    np.testing.assert_allclose(net.predict(x), 0.2)
