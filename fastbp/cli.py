@@ -5,6 +5,7 @@
     fastbp evaluate net.npz
     fastbp gradcheck
     fastbp bench
+    fastbp book-compare path/to/deep-learning-from-scratch
 """
 import argparse
 import json
@@ -262,6 +263,9 @@ def parser():
     b.add_argument("--profile", action="store_true",
                    help="also show where a step of fit goes, stage by stage")
     b.set_defaults(run=cmd_bench)
+
+    from . import bookcompare  # its own module; only its argparse wiring is needed here
+    bookcompare.add_command(sub)
     return p
 
 
