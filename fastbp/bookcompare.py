@@ -341,6 +341,8 @@ def compare_figures(book, ours, rtol, atol):
                 if not diff <= atol + rtol * abs(x):
                     beyond += 1
     curves = sum(len(f) for f in book)
+    if points == 0:
+        return f"{len(book)} figure(s) without line or bar data"
     if beyond:
         return f"differ: {beyond} of {points} points beyond tolerance (max |diff| {max_abs:.2g})"
     return (f"equal ({curves} curves, {points} points)" if max_abs == 0
@@ -392,7 +394,7 @@ def compare(book, scripts=None, *, quick=False, constants=None, seed=0, loss="bo
 
 # --- report -------------------------------------------------------------------------------------
 
-HEADER = (f"{'script':<38} {'book':>8} {'fastbp':>8} {'ratio':>6}  {'ran':<10} printed numbers / figures"
+HEADER = (f"{'script':<42} {'book':>8} {'fastbp':>8} {'ratio':>6}  {'ran':<10} printed numbers / figures"
           "\n(ratio: book time / fastbp time, wall clock of the whole run: start-up, imports, data)")
 
 
@@ -403,7 +405,7 @@ def _ran(result):
 
 def format_row(result):
     b, f = result.book.seconds, result.fastbp.seconds
-    row = (f"{result.script:<38} {b:7.2f}s {f:7.2f}s {b / f if f else float('nan'):5.2f}x  "
+    row = (f"{result.script:<42} {b:7.2f}s {f:7.2f}s {b / f if f else float('nan'):5.2f}x  "
            f"{_ran(result):<10} {result.printed}")
     if result.figures != "-":
         row += f" / figures {result.figures}"
@@ -447,7 +449,7 @@ def main(args):
     book_total = sum(r.book.seconds for r in results)
     ours_total = sum(r.fastbp.seconds for r in results)
     loads = [x for r in results for run in (r.book, r.fastbp) for x in run.load]
-    say(f"{'total':<38} {book_total:7.2f}s {ours_total:7.2f}s {book_total / ours_total:5.2f}x  "
+    say(f"{'total':<42} {book_total:7.2f}s {ours_total:7.2f}s {book_total / ours_total:5.2f}x  "
         f"(1-minute load average during the runs: {min(loads):.2f}-{max(loads):.2f})")
     if args.json:
         with open(args.json, "w") as f:

@@ -32,9 +32,9 @@ class TwoLayerNet(_Net):
         std = _checks.positive_float("weight_init_std", weight_init_std)
         dtype = _checks.float_dtype(dtype)
         self.params = {}
-        self.params["W1"] = (std * np.random.randn(input_size, hidden_size)).astype(dtype)
+        self.params["W1"] = (std * np.random.randn(input_size, hidden_size)).astype(dtype, copy=False)
         self.params["b1"] = np.zeros(hidden_size, dtype)
-        self.params["W2"] = (std * np.random.randn(hidden_size, output_size)).astype(dtype)
+        self.params["W2"] = (std * np.random.randn(hidden_size, output_size)).astype(dtype, copy=False)
         self.params["b2"] = np.zeros(output_size, dtype)
         self._layers = OrderedDict()
         self._layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])

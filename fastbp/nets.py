@@ -194,9 +194,9 @@ class TwoLayerNet(_Net):
         std = _checks.positive_float("weight_init_std", weight_init_std)
         dtype = _checks.float_dtype(dtype)
         self.params = {}
-        self.params["W1"] = (std * np.random.randn(input_size, hidden_size)).astype(dtype)
+        self.params["W1"] = (std * np.random.randn(input_size, hidden_size)).astype(dtype, copy=False)
         self.params["b1"] = np.zeros(hidden_size, dtype)
-        self.params["W2"] = (std * np.random.randn(hidden_size, output_size)).astype(dtype)
+        self.params["W2"] = (std * np.random.randn(hidden_size, output_size)).astype(dtype, copy=False)
         self.params["b2"] = np.zeros(output_size, dtype)
 
         self.layers = OrderedDict()
@@ -243,7 +243,7 @@ class MultiLayerNet(_Net):
         self.params = {}
         for i in range(1, len(sizes)):
             std = _init_std(weight_init_std, sizes[i - 1], activation)
-            self.params[f"W{i}"] = (std * np.random.randn(sizes[i - 1], sizes[i])).astype(dtype)
+            self.params[f"W{i}"] = (std * np.random.randn(sizes[i - 1], sizes[i])).astype(dtype, copy=False)
             self.params[f"b{i}"] = np.zeros(sizes[i], dtype)
 
         self.layers = OrderedDict()
