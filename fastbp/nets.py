@@ -29,7 +29,10 @@ TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): train
 
 
 class _Net:
-    """What TwoLayerNet and MultiLayerNet share: everything but building the layers."""
+    """What the nets share: everything but building the layers."""
+
+    weight_decay_lambda = 0  # L2 weight decay strength (MultiLayerNet's argument; 0: none)
+    _warned = False          # set when the net has reported NaN/Inf from training (once)
 
     def _get_last_layer(self):
         return self._last_layer
@@ -46,9 +49,6 @@ class _Net:
 
     def affine_layers(self):
         return [layer for layer in self.layers.values() if isinstance(layer, Affine)]
-
-    weight_decay_lambda = 0  # L2 weight decay strength (MultiLayerNet's argument; 0: none)
-    _warned = False
 
     def predict(self, x):
         return self._run(x)
@@ -158,6 +158,9 @@ class _Net:
         the shape every net here has is accepted: Affine, activation, Affine, ..., Affine, all
         activations of one kind, SoftmaxWithLoss on top.
         """
+        if self.weight_decay_lambda:  # the compiled step knows no weight decay (yet)
+            raise ValueError(f"fit: expected a net without weight decay, got weight_decay_lambda="
+                             f"{self.weight_decay_lambda}; train it with fastbp.Trainer or the book's loop")
         layers = list(self.layers.values())
         kinds = {type(layer) for layer in layers[1::2]}
         plain = (all(isinstance(layer, Affine) for layer in layers[0::2]) and len(layers) % 2 == 1

@@ -165,6 +165,14 @@ def test_weight_decay_in_loss_and_gradient(activation):
     assert net.hidden_layer_num == 2 and net.weight_decay_lambda == 0.1
 
 
+def test_fit_refuses_what_its_compiled_step_does_not_do():
+    x, t = small_data(n=20)
+    with pytest.raises(ValueError, match=r"fit: expected a net without weight decay, got weight_decay_lambda=0.1"):
+        fastbp.fit(MultiLayerNet(12, [6], 5, weight_decay_lambda=0.1), x, t, iters=2, batch_size=5)
+    with pytest.raises(ValueError, match=r"fit: expected a net of Affine layers"):
+        fastbp.fit(fastbp.MultiLayerNetExtend(12, [6], 5, use_batchnorm=True), x, t, iters=2, batch_size=5)
+
+
 @pytest.mark.parametrize("value, error", [(-0.1, ValueError), (float("inf"), ValueError), ("0.1", TypeError)])
 def test_weight_decay_lambda_is_checked(value, error):
     with pytest.raises(error, match=r"weight_decay_lambda: expected a"):
