@@ -5,6 +5,7 @@
     fastbp evaluate net.npz
     fastbp gradcheck
     fastbp bench
+    fastbp book-compare path/to/deep-learning-from-scratch
 """
 import argparse
 import json
@@ -15,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from . import _io, datasets
+from . import _checks, _io, datasets
 from .backend import use_backend
 from .gradcheck import gradient_check
 from .nets import MultiLayerNet, TwoLayerNet
@@ -53,7 +54,8 @@ def build_net(input_size, hidden, output_size, activation, dtype, weight_init_st
     if len(hidden) == 1 and activation == "relu" and weight_init_std is None:
         return TwoLayerNet(input_size, hidden[0], output_size, dtype=dtype)
     return MultiLayerNet(input_size, hidden, output_size, activation=activation,
-                         weight_init_std=weight_init_std, dtype=dtype)
+                         weight_init_std="auto" if weight_init_std is None else weight_init_std,
+                         dtype=dtype)
 
 
 def _hidden(text):
@@ -181,6 +183,7 @@ def load_saved(path):
         raise ValueError(f"{path}: not a net saved by `fastbp train --save` "
                          f"({type(error).__name__}: {error})") from None
     for key, value in params.items():
+        _checks.check_finite(f"{path}: {key}", value)  # a net saved after it diverged
         net.params[key][...] = value
     return net, meta
 
@@ -326,6 +329,9 @@ def parser():
     b.add_argument("--profile", action="store_true",
                    help="also show where a step of fit goes, stage by stage")
     b.set_defaults(run=cmd_bench)
+
+    from . import bookcompare  # its own module; only its argparse wiring is needed here
+    bookcompare.add_command(sub)
     return p
 
 

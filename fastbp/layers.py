@@ -7,13 +7,38 @@ Python arithmetic (so the seeds' printed values come out digit for digit); other
 lists or tuples, which are taken as arrays) they broadcast like NumPy and backward returns each
 input's gradient in that input's own shape: summed over what broadcasting repeated, a number for
 a number.
+
+NaN and Inf are computed with as NumPy would, never refused here: a training run that diverges
+goes on as the book's does. ``Affine`` and ``SoftmaxWithLoss`` say so once (a RuntimeWarning per
+layer) when they run on their own; inside a net the net reports it, since only the net can tell
+bad input data (which it refuses) from weights that blew up.
 """
+import contextvars
+import math
 import numbers
+import warnings
 
 import numpy as np
 
 from . import _checks
 from .backend import ops
+from .functions import _cross_entropy_of_rows
+from .losses import get_loss
+
+DIVERGED_HINT = ("training diverged? Lower the learning rate or the initial weight scale "
+                 "(weight_init_std), or use batch normalisation")
+
+# True while a net runs its layers: the net, not each layer, reports NaN/Inf (see fastbp.nets).
+net_reports = contextvars.ContextVar("fastbp_net_reports", default=False)
+
+
+def _warn_once(layer, what):
+    """Warn that ``what`` came out NaN/Inf, once per layer, unless a net is running the layer."""
+    if layer._warned or net_reports.get():
+        return
+    layer._warned = True
+    warnings.warn(f"{what}; {DIVERGED_HINT}. Computing on with NaN/Inf, as NumPy would.",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _unbroadcast(grad, shape):
@@ -188,6 +213,7 @@ class Affine:
         _checks.as_param("Affine: b", b)
         self.W = W
         self.b = b
+        self._warned = False
         self.x = None
         self.original_x_shape = None
         self.dW = None
@@ -212,13 +238,9 @@ class Affine:
             raise ValueError(f"Affine.forward: x has {x.shape[1]} features per sample (shape "
                              f"{shape}), but W expects {W.shape[0]} (W is {W.shape})")
         out = ops().affine_forward(x, W, b)
-        if not np.isfinite(out).all():  # cheap test on the small output; find the cause only now
-            _checks.check_finite("Affine.forward: x", x)
-            _checks.check_finite("Affine: W", W, hint=" (training diverged? lower the learning rate)")
-            _checks.check_finite("Affine: b", b, hint=" (training diverged? lower the learning rate)")
-            raise ValueError("Affine.forward: x @ W + b overflowed to inf although x, W and b are "
-                             "finite; the values are too large for "
-                             f"{W.dtype} (training diverged? lower the learning rate)")
+        if not (self._warned or net_reports.get()) and not np.isfinite(out).all():
+            _warn_once(self, "Affine.forward: x @ W + b has NaN or Inf values (from x, W or b, or "
+                             "from an overflow)")
         self.x, self.original_x_shape = x, shape  # only now: a refused call leaves no state
         return out[0] if len(shape) == 1 else out
 
@@ -244,10 +266,12 @@ class SoftmaxWithLoss:
     with one index or one one-hot row (C,), and then ``y`` and backward's dx are 1-d too. backward
     returns (y - t) / N and, like the book's, ignores ``dout`` (the loss is the end of the graph).
     ``t`` keeps the caller's labels, as the book's; backward computes from a private copy of them,
-    so changing ``t`` between forward and backward changes nothing.
+    so changing ``t`` between forward and backward changes nothing. The loss is exact unless
+    ``fastbp.set_loss("book")`` (or FASTBP_LOSS=book) asks for the book's log(y + 1e-7).
     """
 
     def __init__(self):
+        self._warned = False
         self.loss = None
         self.y = None
         self.t = None
@@ -259,8 +283,6 @@ class SoftmaxWithLoss:
         if single:
             x = x.reshape(1, -1)
         _checks.check_nonempty("SoftmaxWithLoss.forward: x", x)
-        _checks.check_finite("SoftmaxWithLoss.forward: x", x,
-                             hint=" (training diverged? lower the learning rate)")
         kind, labels = _checks.as_labels("SoftmaxWithLoss.forward: t", t, x.shape[0], x.shape[1])
         if kind == "index":
             self.loss, y = ops().softmax_cross_entropy(x, labels)
@@ -270,6 +292,12 @@ class SoftmaxWithLoss:
             self.loss, y = ops().softmax_cross_entropy_onehot(x, labels)
             self._backward = ops().softmax_cross_entropy_onehot_backward
         self.y = y[0] if single else y
+        if get_loss() == "book":
+            self.loss = _cross_entropy_of_rows(
+                y, labels if kind == "index" else np.argmax(labels, axis=1))
+        if not math.isfinite(self.loss):
+            _warn_once(self, "SoftmaxWithLoss.forward: the loss is NaN or Inf (NaN or Inf in x, "
+                             "or logits too large)")
         self.t = t
         self._y, self._labels, self._single = y, labels, single   # what backward's kernel reads
         return self.loss

@@ -20,6 +20,10 @@ __all__ = [
     "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
     "predict_labels_csr", "sgd_steps_csr",
     "index_labels", "onehot_labels", "net_scores", "net_loss", "net_gradient",
+    "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
+    "adam_update",
+    "dropout_forward", "dropout_backward",
+    "batchnorm_forward", "batchnorm_forward_inference", "batchnorm_backward",
 ]
 
 RELU, SIGMOID, TANH = 0, 1, 2  # activation codes shared with the kernels
@@ -125,6 +129,66 @@ def softmax_cross_entropy_onehot(x, t):
 def softmax_cross_entropy_onehot_backward(y, t):
     """dx = (y - t) / N."""
     return ((y - t) / y.shape[0]).astype(y.dtype, copy=False)
+
+
+# --- Dropout: keep a unit where its uniform draw exceeds the ratio ------------------------------
+
+def dropout_forward(x, rand, dropout_ratio):
+    """Training mode: mask = rand > dropout_ratio;  out = x * mask.   -> (out, mask)"""
+    mask = rand > dropout_ratio
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    """dx = dout * mask."""
+    return dout * mask
+
+
+# --- Batch normalisation over the rows of x (N, D) ---------------------------------------------
+
+_BATCHNORM_EPS = 1e-6  # the book's 10e-7
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum):
+    """Training mode: mu = mean_n x;  xc = x - mu;  var = mean_n xc^2;  std = sqrt(var + 1e-6);
+    xn = xc / std;  out = gamma * xn + beta;  running_mean' = momentum * running_mean
+    + (1 - momentum) * mu, running_var' likewise with var.
+    x (N, D), the others (D,) -> (out, xc, xn, std, running_mean', running_var')"""
+    dtype = x.dtype
+    mu = x.mean(axis=0, dtype=np.float64)   # the statistics in float64, as the kernel's sums
+    xc64 = x - mu
+    var = np.mean(xc64 ** 2, axis=0)
+    xc = xc64.astype(dtype)
+    std = np.sqrt(var + _BATCHNORM_EPS).astype(dtype)
+    xn = xc / std
+    out = gamma * xn + beta
+    new_mean = (momentum * running_mean + (1 - momentum) * mu).astype(running_mean.dtype)
+    new_var = (momentum * running_var + (1 - momentum) * var).astype(running_var.dtype)
+    return out, xc, xn, std, new_mean, new_var
+
+
+def batchnorm_forward_inference(x, gamma, beta, running_mean, running_var):
+    """Test mode: out = gamma * (x - running_mean) / sqrt(running_var + 1e-6) + beta."""
+    xn = (x - running_mean) / np.sqrt(running_var + _BATCHNORM_EPS)
+    return (gamma * xn + beta).astype(x.dtype, copy=False)
+
+
+def batchnorm_backward(dout, gamma, xc, xn, std):
+    """dbeta = sum_n dout;  dgamma = sum_n xn * dout;  dxn = gamma * dout;
+    dvar = -0.5 * sum_n(dxn * xc) / std^3;  dxc = dxn / std + (2 / N) * xc * dvar;
+    dx = dxc - mean_n dxc.   dout, xc, xn (N, D), gamma, std (D,) -> (dx, dgamma, dbeta)
+
+    In float64 throughout, results in dout's dtype (for small batches dx is a small difference
+    of large terms)."""
+    n, dtype = dout.shape[0], dout.dtype
+    dout, gamma, xc, xn, std = (a.astype(np.float64) for a in (dout, gamma, xc, xn, std))
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(xn * dout, axis=0)
+    dxn = gamma * dout
+    dvar = -0.5 * np.sum(dxn * xc, axis=0) / (std * std * std)
+    dxc = dxn / std + (2.0 / n) * xc * dvar
+    dx = dxc - np.sum(dxc, axis=0) / n
+    return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
 # --- Whole nets: a stack of affine layers with one activation, softmax-CE on top --------------
@@ -290,3 +354,69 @@ def net_gradient(x, t, weights, biases, activation, threads):
             h = outputs[layer - 1]
             dout = relu_backward(dx, h <= 0) if activation == RELU else _BACKWARD[activation](dx, h)
     return loss, y, outputs, dWs, dbs, nonfinite
+# --- Optimizers (the book's chapter 6), one call over all parameters -----------------------------
+# params, grads and every state tuple hold 1-d arrays of one dtype, index by index alike; all are
+# updated in place, operation for operation in the book's order. Scalars are rounded to the arrays'
+# dtype first, so float32 stays float32 (in float64 nothing changes).
+
+_OPTIMIZER_EPS = 1e-7
+
+
+def _scalars(a, *values):
+    return [a.dtype.type(value) for value in values]
+
+
+def sgd_update(params, grads, lr):
+    """p -= lr * g for every (p, g) of params, grads."""
+    lr, = _scalars(params[0], lr)
+    for p, g in zip(params, grads):
+        p -= lr * g
+
+
+def momentum_update(params, grads, v, lr, momentum):
+    """v = momentum * v - lr * g;  p += v."""
+    lr, momentum = _scalars(params[0], lr, momentum)
+    for p, g, vi in zip(params, grads, v):
+        vi[...] = momentum * vi - lr * g
+        p += vi
+
+
+def nesterov_update(params, grads, v, lr, momentum):
+    """p += momentum^2 * v;  p -= (1 + momentum) * lr * g;  v = momentum * v - lr * g."""
+    momentum_sq, lr_ahead = _scalars(params[0], momentum * momentum, (1 + momentum) * lr)
+    lr, momentum = _scalars(params[0], lr, momentum)
+    for p, g, vi in zip(params, grads, v):
+        p += momentum_sq * vi
+        p -= lr_ahead * g
+        vi *= momentum
+        vi -= lr * g
+
+
+def adagrad_update(params, grads, h, lr):
+    """h += g * g;  p -= lr * g / (sqrt(h) + 1e-7)."""
+    lr, eps = _scalars(params[0], lr, _OPTIMIZER_EPS)
+    for p, g, hi in zip(params, grads, h):
+        hi += g * g
+        p -= lr * g / (np.sqrt(hi) + eps)
+
+
+def rmsprop_update(params, grads, h, lr, decay_rate):
+    """h *= decay_rate;  h += (1 - decay_rate) * g * g;  p -= lr * g / (sqrt(h) + 1e-7)."""
+    one_minus_decay, = _scalars(params[0], 1 - decay_rate)
+    lr, decay_rate, eps = _scalars(params[0], lr, decay_rate, _OPTIMIZER_EPS)
+    for p, g, hi in zip(params, grads, h):
+        hi *= decay_rate
+        hi += one_minus_decay * g * g
+        p -= lr * g / (np.sqrt(hi) + eps)
+
+
+def adam_update(params, grads, m, v, lr, beta1, beta2, iteration):
+    """Step ``iteration`` (1, 2, ...): lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t);
+    m += (1 - beta1) * (g - m);  v += (1 - beta2) * (g * g - v);  p -= lr_t * m / (sqrt(v) + 1e-7)."""
+    lr_t = lr * np.sqrt(1.0 - beta2 ** iteration) / (1.0 - beta1 ** iteration)
+    lr_t, one_minus_beta1, one_minus_beta2, eps = _scalars(
+        params[0], lr_t, 1.0 - beta1, 1.0 - beta2, _OPTIMIZER_EPS)
+    for p, g, mi, vi in zip(params, grads, m, v):
+        mi += one_minus_beta1 * (g - mi)
+        vi += one_minus_beta2 * (g * g - vi)
+        p -= lr_t * mi / (np.sqrt(vi) + eps)

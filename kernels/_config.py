@@ -3,6 +3,9 @@
 - ``FASTMATH`` allows reassociation (vectorised float reductions, ~25x on sums) and contraction
   (FMA) but not ``nnan``/``ninf``: NaN and Inf keep their IEEE behaviour, so a diverging run shows up
   as NaN instead of being optimised into nonsense.
+- ``jit_ieee`` (no fastmath at all) is for element-wise formulas that must equal NumPy's bit for
+  bit: the optimizers' updates, where a fused multiply-add or an approximate reciprocal square
+  root would change the trajectory the book's code computes.
 - ``error_model="numpy"``: division follows NumPy (inf/nan) instead of raising, which removes a
   branch per division.
 - ``CACHE``: compiled code is kept on disk, and Numba loads it back by *unpickling* its index
@@ -211,3 +214,9 @@ def jit_exact(fn):
     when such a function is inlined into a ``jit`` kernel."""
     return numba.njit(cache=CACHE, fastmath=FASTMATH - {"reassoc"}, error_model=ERROR_MODEL,
                       nogil=True)(fn)
+
+
+def jit_ieee(fn):
+    """``jit`` with plain IEEE arithmetic: every operation rounded as written, no FMA contraction,
+    no reciprocal or approximate square root; for element-wise updates that must equal NumPy's."""
+    return numba.njit(cache=CACHE, error_model=ERROR_MODEL, nogil=True)(fn)

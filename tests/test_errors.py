@@ -182,7 +182,6 @@ def no_sizes_meta():
 LABEL_RANGE = r"class indices must lie in \[0, 3\), got "
 ONEHOT_SHAPE = r"t: expected class indices of shape \(2,\) or one-hot labels of shape \(2, 3\), got shape "
 NOT_FINITE = r"expected finite values, got "
-DIVERGED = r" \(training diverged\? lower the learning rate\)"
 
 CASES = [
     # --- layers ---------------------------------------------------------------------------
@@ -195,12 +194,6 @@ CASES = [
     pytest.param(lambda env: Affine(np.ones((3, 2)), np.zeros(2)).forward(np.ones((2, 3, 2))),
                  ValueError, r"Affine.forward: x has 6 features per sample \(shape \(2, 3, 2\)\), but W expects 3",
                  id="Affine.forward: 3-d x of the wrong size"),
-    pytest.param(lambda env: Affine(np.ones((3, 2)), np.zeros(2)).forward(with_nan(np.ones((2, 3)), (1, 2))),
-                 ValueError, r"Affine.forward: x: " + NOT_FINITE + r"nan at index \(1, 2\)",
-                 id="Affine.forward: NaN in x"),
-    pytest.param(lambda env: Affine(np.ones((3, 2)), np.array([0.0, -np.inf])).forward(np.ones((1, 3))),
-                 ValueError, r"Affine: b: " + NOT_FINITE + r"-inf at index \(1,\)" + DIVERGED,
-                 id="Affine.forward: -inf in b"),
     pytest.param(lambda env: Affine(np.ones((3, 2)), np.zeros(2)).forward(np.ones((2, 3), np.complex128)),
                  TypeError, r"Affine.forward: x: expected real numbers \(float or integer dtype\), got dtype complex128",
                  id="Affine.forward: complex x"),
@@ -234,9 +227,6 @@ CASES = [
     pytest.param(lambda env: SoftmaxWithLoss().forward(np.ones((2, 3)), with_nan(np.eye(3)[[0, 1]], (1, 1))),
                  ValueError, r"SoftmaxWithLoss.forward: t: " + NOT_FINITE + r"nan at index \(1, 1\)",
                  id="SoftmaxWithLoss.forward: NaN in one-hot"),
-    pytest.param(lambda env: SoftmaxWithLoss().forward(np.array([[0.0, -np.inf, 1.0]]), np.array([0])),
-                 ValueError, r"SoftmaxWithLoss.forward: x: " + NOT_FINITE + r"-inf at index \(0, 1\)" + DIVERGED,
-                 id="SoftmaxWithLoss.forward: -inf logit"),
     pytest.param(lambda env: SoftmaxWithLoss().forward(np.ones((0, 3)), np.zeros(0, int)),
                  ValueError, r"SoftmaxWithLoss.forward: x: expected at least one sample, got an empty array of shape \(0, 3\)",
                  id="SoftmaxWithLoss.forward: empty batch"),
@@ -294,17 +284,14 @@ CASES = [
                  ValueError, r"accuracy: t: expected class indices of shape \(2,\), got shape \(2, 1, 1\)",
                  id="TwoLayerNet.accuracy: 3-d labels"),
     pytest.param(lambda env: net().predict(with_nan(X, (1, 3))),
-                 ValueError, r"Affine.forward: x: " + NOT_FINITE + r"nan at index \(1, 3\)",
+                 ValueError, r"TwoLayerNet: x: " + NOT_FINITE + r"nan at index \(1, 3\)",
                  id="TwoLayerNet.predict: NaN in x"),
     pytest.param(lambda env: net().loss(np.where(X > 0.5, np.inf, X), T),
-                 ValueError, r"Affine.forward: x: " + NOT_FINITE + r"inf at index \(1, 2\)",
+                 ValueError, r"TwoLayerNet: x: " + NOT_FINITE + r"inf at index \(1, 2\)",
                  id="TwoLayerNet.loss: inf in x"),
-    pytest.param(lambda env: net_with("W2", (4, 1), np.nan).gradient(X, T),
-                 ValueError, r"Affine: W: " + NOT_FINITE + r"nan at index \(4, 1\)" + DIVERGED,
-                 id="TwoLayerNet.gradient: NaN in W2"),
-    pytest.param(lambda env: net_with("b1", 2, np.inf).predict(X),
-                 ValueError, r"Affine: b: " + NOT_FINITE + r"inf at index \(2,\)" + DIVERGED,
-                 id="TwoLayerNet.predict: inf in b1"),
+    pytest.param(lambda env: net_with("W2", (4, 1), np.nan).gradient(with_nan(X, (0, 0)), T),
+                 ValueError, r"TwoLayerNet: x: " + NOT_FINITE + r"nan at index \(0, 0\)",
+                 id="TwoLayerNet.gradient: NaN in x of a diverged net"),
     pytest.param(lambda env: net().loss(X[:, :3], T),
                  ValueError, r"Affine.forward: x has 3 features per sample \(shape \(2, 3\)\), but W expects 4",
                  id="TwoLayerNet.loss: 3 features for 4"),
@@ -385,7 +372,7 @@ CASES = [
                  ValueError, r"SoftmaxWithLoss.forward: t: " + LABEL_RANGE + "5",
                  id="gradient_check: label 5 of 3"),
     pytest.param(lambda env: gradient_check(net(), with_nan(X, (0, 0)), T),
-                 ValueError, r"Affine.forward: x: " + NOT_FINITE + r"nan at index \(0, 0\)",
+                 ValueError, r"TwoLayerNet: x: " + NOT_FINITE + r"nan at index \(0, 0\)",
                  id="gradient_check: NaN in x"),
     pytest.param(lambda env: gradient_check(net(), X[:, :2], T),
                  ValueError, r"x has 2 features per sample .*W expects 4",
@@ -447,7 +434,7 @@ CASES = [
                  CliFailed, r"exit 2: error: MNIST not found. Put these four files in ",
                  id="cli gradcheck: missing data folder"),
     pytest.param(lambda env: cli(env, "evaluate", saved_net(env, "nan.npz", W2=np.full((5, 10), np.nan, np.float32))),
-                 CliFailed, r"exit 2: error: Affine: W: " + NOT_FINITE + r"nan at index \(0, 0\)",
+                 CliFailed, r"exit 2: error: .*nan.npz: W2: " + NOT_FINITE + r"nan at index \(0, 0\)",
                  id="cli evaluate: NaN weights"),
     pytest.param(lambda env: cli(env, "evaluate", saved_net(env, "nosizes.npz", meta=no_sizes_meta())),
                  CliFailed, r"exit 2: error: .*nosizes.npz: not a net saved by `fastbp train --save`",
@@ -525,7 +512,7 @@ BOUNDSCHECK_SCRIPT = textwrap.dedent("""
 BOUNDSCHECK_EXPECTED = {
     "softmax label == classes": r"ValueError: SoftmaxWithLoss.forward: t: " + LABEL_RANGE + "3$",
     "loss negative label": r"ValueError: SoftmaxWithLoss.forward: t: " + LABEL_RANGE + "-1$",
-    "gradient NaN weights": r"ValueError: Affine: W: " + NOT_FINITE + r"nan at index \(0, 0\)",
+    "gradient NaN weights": r"ok$",   # computed on as NumPy would (and warned): no stray read
     "fit label == classes": r"ValueError: t_train: " + LABEL_RANGE + "3$",
     "fit negative label": r"ValueError: t_train: " + LABEL_RANGE + "-1$",
     "fit NaN weights": r"ValueError: .*W1?: " + NOT_FINITE + r"nan at index \(0, 0\)",
@@ -725,27 +712,14 @@ def test_noncontiguous_and_readonly_inputs_give_the_same_results(backend, layout
 # a refused call leaves the layer as it was
 
 
-# Column sums 0.75 and 2.25: x full of 1e308 overflows the second output to inf.
 W_FIXED = np.array([[1.5, -0.5], [0.25, 2.0], [-1.0, 0.75]])
 B_FIXED = np.array([0.1, -0.2])
 
 
 def _affine_refusals():
-    huge = np.full((2, 3), 1e308)
-
-    def nan_in_W(layer, x):
-        keep = layer.W[0, 0]
-        layer.W[0, 0] = np.nan
-        try:
-            layer.forward(x)
-        finally:
-            layer.W[0, 0] = keep
-
+    # (NaN or Inf in x or W is no refusal: it is computed on as NumPy would, see test_layers.py)
     return {
         "features mismatch": lambda layer, x: layer.forward(np.ones((4, 5))),
-        "NaN in x": lambda layer, x: layer.forward(with_nan(x + 1, (0, 0))),
-        "overflow to inf": lambda layer, x: layer.forward(huge),
-        "NaN in W": lambda layer, x: nan_in_W(layer, x + 1),
         "bool x": lambda layer, x: layer.forward(x > 0),
         "empty x": lambda layer, x: layer.forward(x[:0]),
     }
@@ -754,7 +728,6 @@ def _affine_refusals():
 AFFINE_REFUSALS = _affine_refusals()
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")   # the twin, on 'overflow'
 @pytest.mark.parametrize("refusal", list(AFFINE_REFUSALS))
 def test_affine_keeps_no_partial_state_after_a_refused_forward(backend, refusal):
     rng = np.random.default_rng(8)
@@ -784,7 +757,7 @@ def test_affine_refused_first_forward_leaves_nothing_to_backward(refusal):
 
 @pytest.mark.parametrize("refusal, call", [
     ("label out of range", lambda s: s.forward(np.ones((4, 3)), np.array([0, 1, 2, 3]))),
-    ("NaN logits", lambda s: s.forward(with_nan(np.ones((4, 3)), (3, 0)), np.array([0, 1, 2, 0]))),
+    ("NaN one-hot label", lambda s: s.forward(np.ones((4, 3)), with_nan(np.eye(3)[[0, 1, 2, 0]], (3, 0)))),
     ("one-hot of the wrong width", lambda s: s.forward(np.ones((4, 3)), np.eye(4))),
 ])
 def test_softmax_with_loss_keeps_no_partial_state(backend, refusal, call):

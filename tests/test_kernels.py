@@ -86,8 +86,53 @@ def _sgd_csr_args(rng, n, d, h, dtype, kind):
             int(rng.integers(1, 3)))
 
 
+def _optimizer_case(states, hyper):
+    """Arguments of an optimizer kernel: params, grads and ``states`` state tuples of four 1-d
+    arrays each (sizes from the drawn shape, as a two-layer net's flattened W1 b1 W2 b2), then the
+    scalars ``hyper(rng)``. The layout kind does not apply: the optimizers take flat views."""
+    def make(r, n, d, h, dt, k):
+        sizes = [n * d, d, d * h, h]
+        arrays = lambda scale=1.0: tuple((scale * r.standard_normal(s)).astype(dt) for s in sizes)  # noqa: E731
+        state = [tuple(np.abs(a) for a in arrays(0.1)) for _ in range(states)]
+        return (arrays(), arrays(), *state, *hyper(r))
+    return make
+
+
+OPTIMIZER_CASES = {
+    "sgd_update": _optimizer_case(0, lambda r: (r.uniform(1e-3, 0.5),)),
+    "momentum_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 0.5), r.uniform(0, 0.99))),
+    "nesterov_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 0.5), r.uniform(0, 0.99))),
+    "adagrad_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 1.5),)),
+    "rmsprop_update": _optimizer_case(1, lambda r: (r.uniform(1e-3, 0.5), r.uniform(0.5, 0.999))),
+    "adam_update": _optimizer_case(2, lambda r: (r.uniform(1e-4, 0.3), r.uniform(0.5, 0.99),
+                                                 r.uniform(0.9, 0.9999), int(r.integers(1, 60)))),
+}
+
+
+def _batchnorm_backward_args(r, n, d, h, dt, k):
+    x = r.standard_normal((n, d)).astype(dt)
+    gamma = r.uniform(0.5, 2, d).astype(dt)
+    _, xc, xn, std, _, _ = reference.batchnorm_forward(x, gamma, np.zeros(d, dt), np.zeros(d, dt),
+                                                       np.ones(d, dt), 0.9)
+    return layout(r.standard_normal((n, d)).astype(dt), k), gamma, layout(xc, k), layout(xn, k), std
+
+
+def _batchnorm_args(r, n, d, dt, k):
+    return (layout((2 * r.standard_normal((n, d)) + 1).astype(dt), k), r.uniform(0.5, 2, d).astype(dt),
+            r.standard_normal(d).astype(dt), r.standard_normal(d).astype(dt),
+            r.uniform(0.1, 2, d).astype(dt))
+
+
 # name -> f(rng, n, d, h, dtype, layout kind) -> the kernel's arguments
 CASES = {
+    **OPTIMIZER_CASES,
+    "dropout_forward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.random((n, d)), k), r.uniform(0, 1)),
+    "dropout_backward": lambda r, n, d, h, dt, k: (
+        layout(r.standard_normal((n, d)).astype(dt), k), layout(r.random((n, d)) > 0.3, k)),
+    "batchnorm_forward": lambda r, n, d, h, dt, k: (*_batchnorm_args(r, n, d, dt, k), r.uniform(0, 1)),
+    "batchnorm_forward_inference": lambda r, n, d, h, dt, k: _batchnorm_args(r, n, d, dt, k),
+    "batchnorm_backward": _batchnorm_backward_args,
     "affine_forward": lambda r, n, d, h, dt, k: (
         layout(r.standard_normal((n, d)).astype(dt), k), layout(r.standard_normal((d, h)).astype(dt), k),
         r.standard_normal(h).astype(dt)),
@@ -215,6 +260,25 @@ def test_kernels_at_the_seed_shapes(dtype):
         assert_same(ref_args, kern_args, dtype, name)
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_equal_their_twins_bit_for_bit(name, dtype):
+    """Element-wise formulas compiled without fastmath: the same roundings as NumPy's, float32
+    included, over many steps (the updated state feeds the next step)."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    args = OPTIMIZER_CASES[name](rng, 30, 7, 5, dtype, "C")
+    ref_args, kern_args = copy_args(args), copy_args(args)
+    ref, kern = TWINS[name]
+    for step in range(20):
+        grads = tuple(rng.standard_normal(g.shape).astype(dtype) for g in args[1])
+        ref(ref_args[0], grads, *ref_args[2:])
+        kern(kern_args[0], grads, *kern_args[2:])
+        for got, want in zip(kern_args, ref_args):
+            if isinstance(want, tuple):
+                for a, b in zip(got, want):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} step {step}")
+
+
 # --- backward == numerical gradient (float64) -----------------------------------------------
 
 def rel_error(a, b):
@@ -298,6 +362,46 @@ def test_sgd_step_follows_the_gradient(rng, activation):
     assert losses[0] == loss_before
     for p, p0, g in zip(list(ws) + list(bs), before, numeric):
         assert rel_error((p0 - p) / lr, g) < GRAD_TOL
+
+
+def test_dropout_backward_is_the_gradient(rng):
+    x, g = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    rand = rng.random((6, 5))  # the draws fixed, the mask is a constant of x
+    loss = lambda _: float(np.sum(kernels.dropout_forward(x, rand, 0.4)[0] * g))  # noqa: E731
+    out, mask = kernels.dropout_forward(x, rand, 0.4)
+    np.testing.assert_array_equal(mask, rand > 0.4)
+    np.testing.assert_array_equal(out, x * mask)
+    assert rel_error(kernels.dropout_backward(g, mask), numerical_gradient(loss, x)) < GRAD_TOL
+
+
+@pytest.mark.parametrize("n", [3, 7])   # (with 2 rows the output is +-1 whatever x: dx ~ 0)
+def test_batchnorm_backward_is_the_gradient_in_training_mode(rng, n):
+    d = 4
+    x, g = rng.standard_normal((n, d)) * 2 + 1, rng.standard_normal((n, d))
+    gamma, beta = rng.uniform(0.5, 2, d), rng.standard_normal(d)
+    mean, var = np.zeros(d), np.ones(d)
+    loss = lambda _: float(np.sum(kernels.batchnorm_forward(x, gamma, beta, mean, var, 0.9)[0] * g))  # noqa: E731
+    _, xc, xn, std, _, _ = kernels.batchnorm_forward(x, gamma, beta, mean, var, 0.9)
+    dx, dgamma, dbeta = kernels.batchnorm_backward(g, gamma, xc, xn, std)
+    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+    assert rel_error(dgamma, numerical_gradient(loss, gamma)) < GRAD_TOL
+    assert rel_error(dbeta, numerical_gradient(loss, beta)) < GRAD_TOL
+
+
+def test_batchnorm_statistics_and_running_averages():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((50, 3)) * [1.0, 5.0, 0.1] + [0.0, -3.0, 10.0]
+    gamma, beta = np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0])
+    mean, var = np.full(3, 0.5), np.full(3, 2.0)
+    out, xc, xn, std, new_mean, new_var = kernels.batchnorm_forward(x, gamma, beta, mean, var, 0.9)
+    np.testing.assert_allclose(xn.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(xn.var(axis=0), x.var(axis=0) / (x.var(axis=0) + 1e-6), rtol=1e-12)
+    np.testing.assert_allclose(out, gamma * xn + beta, rtol=1e-14)
+    np.testing.assert_allclose(new_mean, 0.9 * 0.5 + 0.1 * x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(new_var, 0.9 * 2.0 + 0.1 * x.var(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(mean, 0.5)  # the running averages come back new, as the book's
+    test_out = kernels.batchnorm_forward_inference(x, gamma, beta, new_mean, new_var)
+    np.testing.assert_allclose(test_out, gamma * (x - new_mean) / np.sqrt(new_var + 1e-6) + beta, rtol=1e-12)
 
 
 def test_predict_labels_is_the_argmax_of_the_net():

@@ -1,10 +1,14 @@
 """TwoLayerNet / MultiLayerNet: the book's surface, gradients proven by the numerical gradient,
 and both backends giving the same nets."""
+import os
+import subprocess
+import sys
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp import (Affine, MultiLayerNet, Relu, Sigmoid, SoftmaxWithLoss, Tanh, TwoLayerNet,
                     gradient_check, numerical_gradient, use_backend)
 
@@ -74,10 +78,18 @@ def test_multi_layer_net_gradient_check(activation):
 def test_multi_layer_net_init_by_name():
     np.random.seed(3)
     he = MultiLayerNet(400, [300], 10, activation="relu")
-    xavier = MultiLayerNet(400, [300], 10, activation="tanh")
+    xavier = MultiLayerNet(400, [300], 10, activation="tanh", weight_init_std="auto")
     assert he.params["W1"].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
     assert he.params["W2"].std() == pytest.approx(np.sqrt(2 / 300), rel=0.05)
     assert xavier.params["W1"].std() == pytest.approx(np.sqrt(1 / 400), rel=0.02)
+    # the book's default is He ('relu') whatever the activation; "auto" picks by activation
+    for activation in ("sigmoid", "tanh"):
+        book = MultiLayerNet(400, [300], 10, activation=activation)
+        assert book.params["W1"].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert MultiLayerNet(400, [300], 10, weight_init_std="auto").params["W1"].std() == \
+        pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    assert MultiLayerNet(400, [30], 10, weight_init_std="Xavier").params["W1"].std() == \
+        pytest.approx(np.sqrt(1 / 400), rel=0.05)
     assert MultiLayerNet(400, [30], 10, weight_init_std=0.01).params["W1"].std() == pytest.approx(0.01, rel=0.05)
     with pytest.raises(ValueError, match="weight_init_std: expected a number or one of"):
         MultiLayerNet(4, [3], 2, weight_init_std="glorot")
@@ -257,3 +269,103 @@ def test_first_affine_layer_skips_dx_but_keeps_dw():
     ref.forward(x)
     ref.backward(net.layers["Relu1"].backward(net.layers["Affine2"].backward(net.lastLayer.backward())))
     np.testing.assert_allclose(grads["W1"], ref.dW, rtol=1e-12)
+
+
+# --- weight decay, the book's loss, chapter 4's net -------------------------------------------
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_weight_decay_in_loss_and_gradient(activation):
+    x, t = small_data(n=5)
+    np.random.seed(9)
+    net = MultiLayerNet(12, [7, 6], 5, activation=activation, weight_decay_lambda=0.1)
+    plain = MultiLayerNet(12, [7, 6], 5, activation=activation)
+    for key in net.params:
+        plain.params[key][...] = net.params[key]
+    decay = sum(0.5 * 0.1 * np.sum(net.params[f"W{i}"] ** 2) for i in (1, 2, 3))
+    assert net.loss(x, t) == pytest.approx(plain.loss(x, t) + decay, rel=1e-14)
+    grads, plain_grads = net.gradient(x, t), plain.gradient(x, t)
+    for key in grads:
+        extra = 0.1 * net.params[key] if key.startswith("W") else 0
+        np.testing.assert_allclose(grads[key], plain_grads[key] + extra, rtol=1e-13, atol=1e-16)
+    for key, check in gradient_check(net, x, t).items():
+        assert check.max_rel_error < 1e-6, (key, check)
+    assert net.hidden_layer_num == 2 and net.weight_decay_lambda == 0.1
+
+
+def test_fit_refuses_what_its_compiled_step_does_not_do():
+    x, t = small_data(n=20)
+    with pytest.raises(ValueError, match=r"fit: expected a net without weight decay, got weight_decay_lambda=0.1"):
+        fastbp.fit(MultiLayerNet(12, [6], 5, weight_decay_lambda=0.1), x, t, iters=2, batch_size=5)
+    with pytest.raises(ValueError, match=r"fit: expected a net of Affine layers"):
+        fastbp.fit(fastbp.MultiLayerNetExtend(12, [6], 5, use_batchnorm=True), x, t, iters=2, batch_size=5)
+
+
+@pytest.mark.parametrize("value, error", [(-0.1, ValueError), (float("inf"), ValueError), ("0.1", TypeError)])
+def test_weight_decay_lambda_is_checked(value, error):
+    with pytest.raises(error, match=r"weight_decay_lambda: expected a"):
+        MultiLayerNet(4, [3], 2, weight_decay_lambda=value)
+
+
+@pytest.mark.parametrize("labels", ["index", "onehot"])
+def test_the_books_loss_on_request_with_the_same_gradient(labels):
+    rng = np.random.default_rng(10)
+    x = rng.random((8, 12))
+    t = rng.integers(0, 5, 8)
+    t = np.eye(5)[t] if labels == "onehot" else t
+    np.random.seed(10)
+    net = MultiLayerNet(12, [6], 5, weight_init_std=3.0)   # confident, often wrong: the 1e-7 matters
+    exact, exact_grads = net.loss(x, t), net.gradient(x, t)
+    exact_grads = {k: g.copy() for k, g in exact_grads.items()}
+    assert fastbp.get_loss() == "exact"
+    with fastbp.use_loss("book"):
+        book = net.loss(x, t)
+        book_grads = net.gradient(x, t)
+    assert fastbp.get_loss() == "exact"
+    assert book == pytest.approx(fastbp.cross_entropy_error(fastbp.softmax(net.predict(x)), t), rel=1e-13)
+    assert exact > book + 1e-3          # the book's 1e-7 caps -log y at 16.1 per sample
+    for key in exact_grads:             # backprop is (y - t) / N either way
+        np.testing.assert_array_equal(book_grads[key], exact_grads[key])
+    with pytest.raises(ValueError, match=r"loss: expected one of \['exact', 'book'\], got 'numpy'"):
+        fastbp.set_loss("numpy")
+
+
+def test_fastbp_loss_environment_variable(tmp_path):
+    code = "import fastbp; print(fastbp.get_loss())"
+    env = {**os.environ, "FASTBP_LOSS": "book"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "book", out.stderr
+    env["FASTBP_LOSS"] = "bok"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "FASTBP_LOSS: expected one of ['exact', 'book'], got 'bok'" in out.stderr
+
+
+def test_chapter_4_net_is_the_books_sigmoid_net():
+    from fastbp.ch04 import TwoLayerNet as Ch4Net
+    rng = np.random.default_rng(11)
+    x = rng.random((6, 12)).astype(np.float32)
+    t = np.eye(5)[rng.integers(0, 5, 6)]
+    np.random.seed(12)
+    net = Ch4Net(input_size=12, hidden_size=8, output_size=5)
+    np.random.seed(12)
+    assert np.array_equal(net.params["W1"], 0.01 * np.random.randn(12, 8))   # the book's init
+    assert list(net.params) == ["W1", "b1", "W2", "b2"]
+    grads, numerical = net.gradient(x, t), net.numerical_gradient(x, t)
+    for key in grads:   # the numerical gradient of the book's loss: equal up to its 1e-7 / y ~ 5e-7
+        assert np.abs(grads[key] - numerical[key]).max() < 1e-6 * np.abs(grads[key]).max(), key
+    for key in net.params:
+        net.params[key][...] = rng.standard_normal(net.params[key].shape)
+    W1, b1, W2, b2 = (net.params[k] for k in ("W1", "b1", "W2", "b2"))
+    z1 = 1 / (1 + np.exp(-(x @ W1 + b1)))
+    a2 = z1 @ W2 + b2
+    y = np.exp(a2) / np.exp(a2).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(net.predict(x), y, rtol=1e-12)              # probabilities
+    assert net.loss(x, t) == pytest.approx(-np.mean(np.log(np.sum(y * t, axis=1) + 1e-7)), rel=1e-12)
+    assert net.accuracy(x, t) == np.mean(np.argmax(y, axis=1) == np.argmax(t, axis=1))
+    assert net.accuracy(x, np.argmax(t, axis=1)) == net.accuracy(x, t)     # indices work too
+    grads = net.gradient(x, t)
+    dy = (y - t) / 6                                                         # the book's hand-written chain
+    da1 = z1 * (1 - z1) * (dy @ W2.T)
+    np.testing.assert_allclose(grads["W2"], z1.T @ dy, rtol=1e-10)
+    np.testing.assert_allclose(grads["W1"], x.T.astype(np.float64) @ da1, rtol=1e-10, atol=1e-14)
+    net.params["W2"], net.params["b2"] = np.zeros((8, 5)), np.zeros(5)   # replaced arrays are seen, as in the book
+    np.testing.assert_allclose(net.predict(x), 0.2)

@@ -3,10 +3,12 @@
 One table, ``common.KERNEL_CASES``, lists every kernel with its input maker and its group; the
 ``time_<name>`` methods below are generated from it, one per kernel, on the class of its group:
 
-    Elementwise  relu/sigmoid/tanh forward and backward on (batch, 50)       batch 1, 100, 1000
+    Elementwise  relu/sigmoid/tanh/dropout/batchnorm forward and backward    batch 1, 100, 1000
+                 on (batch, 50)
     SoftmaxCE    the four softmax cross-entropy kernels on (batch, 10)       batch 1, 100, 1000
     Affine       affine_forward/backward(_params), x (batch, 784), W (784, hidden)
-    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net
+    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net, and the
+                 optimizers' updates of its parameters
 
 The import fails (so ``asv check`` fails) when the table and ``fastbp.TWINS`` disagree: a kernel
 added without a benchmark is noticed at once, not silently left untimed. Compare the two backends

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 import fastbp
+import fastbp.reference
 
 N_IN = 784          # MNIST pixels
 N_CLASSES = 10
@@ -122,7 +123,44 @@ def _sgd_csr_args(r, n, h, dtype):
             np.zeros(SGD_STEPS), 1)
 
 
+def _optimizer_case(states, *hyper):
+    """An optimizer kernel's arguments for the flattened parameters of a 784-h-10 net: params,
+    grads, ``states`` state tuples, then the hyper-parameters. (The batch size does not apply.)"""
+    def make(r, n, h, dtype):
+        ws, bs = net_params([N_IN, h, N_CLASSES], dtype)
+        params = tuple(a.copy().reshape(-1) for a in (ws[0], bs[0], ws[1], bs[1]))
+        grads = tuple(_normal(r, p.shape, dtype, 0.01) for p in params)
+        state = [tuple(np.zeros_like(p) for p in params) for _ in range(states)]
+        return (params, grads, *state, *hyper)
+    return make
+
+
+def _batchnorm_args(r, n, h, dtype):
+    x = _normal(r, (n, h), dtype, 2.0)
+    return (x, np.ones(h, DTYPES[dtype]), np.zeros(h, DTYPES[dtype]), np.zeros(h, DTYPES[dtype]),
+            np.ones(h, DTYPES[dtype]))
+
+
+def _batchnorm_backward_args(r, n, h, dtype):
+    x, gamma, beta, mean, var = _batchnorm_args(r, n, h, dtype)
+    _, xc, xn, std, _, _ = fastbp.reference.batchnorm_forward(x, gamma, beta, mean, var, 0.9)
+    return _normal(r, (n, h), dtype, 0.01), gamma, xc, xn, std
+
+
 KERNEL_CASES = {
+    "dropout_forward": ("elementwise", lambda r, n, h, dt: (
+        _normal(r, (n, h), dt), r.random((n, h)), 0.5)),
+    "dropout_backward": ("elementwise", lambda r, n, h, dt: (
+        _normal(r, (n, h), dt), r.random((n, h)) > 0.5)),
+    "batchnorm_forward": ("elementwise", lambda r, n, h, dt: (*_batchnorm_args(r, n, h, dt), 0.9)),
+    "batchnorm_forward_inference": ("elementwise", _batchnorm_args),
+    "batchnorm_backward": ("elementwise", _batchnorm_backward_args),
+    "sgd_update": ("net", _optimizer_case(0, LR)),
+    "momentum_update": ("net", _optimizer_case(1, 0.01, 0.9)),
+    "nesterov_update": ("net", _optimizer_case(1, 0.01, 0.9)),
+    "adagrad_update": ("net", _optimizer_case(1, 0.01)),
+    "rmsprop_update": ("net", _optimizer_case(1, 0.01, 0.99)),
+    "adam_update": ("net", _optimizer_case(2, 0.001, 0.9, 0.999, 10)),
     "affine_forward": ("affine", lambda r, n, h, dt: (
         mnist_like(n, dt)[0], _normal(r, (N_IN, h), dt, 0.05), _normal(r, h, dt, 0.1))),
     "affine_backward": ("affine", lambda r, n, h, dt: (
@@ -168,8 +206,8 @@ def _seed(name):
 def kernel_args(name, n, h, dtype):
     """Seeded arguments of kernel ``name``, after one call of both twins on them (JIT warm-up).
 
-    Shared by both backends. Only sgd_steps writes into its arguments (the weights keep training
-    from call to call, which does not change the work per call).
+    Shared by both backends. sgd_steps and the optimizer updates write into their arguments (the
+    weights keep training from call to call, which does not change the work per call).
     """
     args = KERNEL_CASES[name][1](rng(_seed(name)), n, h, dtype)
     for fn in fastbp.TWINS[name]:
