@@ -166,6 +166,11 @@ class Relu:
         dout = _check_dout("Relu", dout, None if mask is None else mask.shape, None)
         return ops().relu_backward(dout, mask)
 
+    def _ran(self, out):
+        """Take the state of a forward whose output ``out`` was computed elsewhere (a net's
+        whole-net kernel): the mask x <= 0, which is out <= 0."""
+        self.mask = out <= 0
+
 
 class _ActivationOfOutput:
     """A node whose backward needs only its own output y, kept in ``out`` as the book does."""
@@ -185,6 +190,10 @@ class _ActivationOfOutput:
         dout = _check_dout(type(self).__name__, dout, None if y is None else y.shape,
                            None if y is None else y.dtype)
         return getattr(ops(), f"{self.kernel}_backward")(dout, y)
+
+    def _ran(self, out):
+        """Take the state of a forward whose output was computed elsewhere (a whole-net kernel)."""
+        self.out = out
 
 
 class Sigmoid(_ActivationOfOutput):
@@ -252,11 +261,20 @@ class Affine:
         n, h = self.x.shape[0], W.shape[1]
         expected = (h,) if len(self.original_x_shape) == 1 else (n, h)
         dout = _check_dout("Affine", dout, expected, W.dtype).reshape(n, h)
+        x = self.x if self.x.dtype == W.dtype else self.x.astype(W.dtype)  # (see _ran)
         if not need_dx:
-            self.dW, self.db = ops().affine_backward_params(self.x, dout)
+            self.dW, self.db = ops().affine_backward_params(x, dout)
             return None
-        dx, self.dW, self.db = ops().affine_backward(self.x, W, dout)
+        dx, self.dW, self.db = ops().affine_backward(x, W, dout)
         return dx.reshape(self.original_x_shape)
+
+    def _ran(self, x, shape, dW=None, db=None):
+        """Take the state of a forward (and backward, given dW, db) computed elsewhere, by a
+        net's whole-net kernel: the input x as rows (N, D), as given (float32 images for a float64
+        W: backward converts them when it needs them), its original shape."""
+        self.x, self.original_x_shape = x, shape
+        if dW is not None:
+            self.dW, self.db = dW, db
 
 
 class SoftmaxWithLoss:
@@ -301,6 +319,14 @@ class SoftmaxWithLoss:
         self.t = t
         self._y, self._labels, self._single = y, labels, single   # what backward's kernel reads
         return self.loss
+
+    def _ran(self, loss, y, t, labels, single=False):
+        """Take the state of a forward computed elsewhere (a whole-net kernel): the loss, the
+        probabilities y (N, C), the caller's t and the class indices ``labels`` (a private array);
+        ``single`` for the book's one-sample form (then ``y`` and backward's dx are 1-d)."""
+        self.loss, self.y, self.t = loss, y[0] if single else y, t
+        self._y, self._labels, self._single = y, labels, single
+        self._backward = ops().softmax_cross_entropy_backward
 
     def backward(self, dout=1):
         if self.y is None:
