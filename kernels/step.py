@@ -314,11 +314,14 @@ def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
 #
 # Large layers are split in two fixed parts by input column: part 0 owns the rows of W below the
 # split, part 1 the rest. The update W -= lr X^T d touches disjoint rows per part; the forward
-# computes a partial sum per part and adds them, (b + part 0) + part 1. With threads = 2 the parts
-# run on two cores (each keeps its half of W in its own L2 cache: a 784 x 256 float32 W does not
-# fit one); with threads = 1 they run one after the other. The arithmetic is the same either
-# way, so the weights are bit-identical for any thread count. Whether a layer is split depends
-# on its shape only.
+# computes a partial sum per part and adds them, (b + part 0) + part 1. The parts are what two
+# cores can run at once, each keeping its half of W in its own L2 cache (a 784 x 256 float32 W
+# does not fit one); the arithmetic does not depend on who runs them, so the weights are the same
+# for any thread count. Whether a layer is split depends on its shape only.
+#
+# Today both parts run on the calling thread (``threads`` is accepted and not used): Numba's
+# parallel=True regions could not stay, as a cached kernel calling one crashed when a new caller
+# in another process linked it (numba#8578).
 #
 # The weights are updated in 64-byte-aligned copies whose rows are padded to whole 64-byte lines
 # (see _aligned_rows): a row update that straddles cache lines (a 50-float row is 200 bytes)
@@ -365,12 +368,6 @@ def _two_part_times_serial(lo, mid, hi, columns, values, W, w_stride, no_bias, w
         _part_times(part, lo, mid, hi, columns, values, W, w_stride, no_bias, width, partial)
 
 
-@jit(parallel=True)
-def _two_part_times_parallel(lo, mid, hi, columns, values, W, w_stride, no_bias, width, partial):
-    for part in numba.prange(2):
-        _part_times(part, lo, mid, hi, columns, values, W, w_stride, no_bias, width, partial)
-
-
 @jit
 def _part_add_outer(part, lo, mid, hi, columns, values, D, W, w_stride, width, scale):
     if part == 0:
@@ -382,12 +379,6 @@ def _part_add_outer(part, lo, mid, hi, columns, values, D, W, w_stride, width, s
 @jit
 def _two_part_add_outer_serial(lo, mid, hi, columns, values, D, W, w_stride, width, scale):
     for part in range(2):
-        _part_add_outer(part, lo, mid, hi, columns, values, D, W, w_stride, width, scale)
-
-
-@jit(parallel=True)
-def _two_part_add_outer_parallel(lo, mid, hi, columns, values, D, W, w_stride, width, scale):
-    for part in numba.prange(2):
         _part_add_outer(part, lo, mid, hi, columns, values, D, W, w_stride, width, scale)
 
 
@@ -416,10 +407,7 @@ def _times(lo, mid, hi, columns, values, W, b, width, out, epilogue, h, split, p
         sparse._rows_times(lo, hi, columns, values, W, W.shape[1], b, width, out, width, epilogue, h)
         return
     no_bias = np.empty(0, W.dtype)
-    if threads == 2:
-        _two_part_times_parallel(lo, mid, hi, columns, values, W, W.shape[1], no_bias, width, partial)
-    else:
-        _two_part_times_serial(lo, mid, hi, columns, values, W, W.shape[1], no_bias, width, partial)
+    _two_part_times_serial(lo, mid, hi, columns, values, W, W.shape[1], no_bias, width, partial)
     _add_halves(partial, b, width, out, epilogue, h)
 
 
@@ -428,8 +416,6 @@ def _add_outer(lo, mid, hi, columns, values, D, W, width, scale, split, threads)
     """W[:, :width] += scale X^T D, X's rows lo[r]:hi[r] (the two halves in parallel if split)."""
     if not split:
         sparse._add_outer(lo, hi, columns, values, D, width, W, W.shape[1], width, scale)
-    elif threads == 2:
-        _two_part_add_outer_parallel(lo, mid, hi, columns, values, D, W, W.shape[1], width, scale)
     else:
         _two_part_add_outer_serial(lo, mid, hi, columns, values, D, W, W.shape[1], width, scale)
 

@@ -273,7 +273,15 @@ def test_kernel_equals_reference(name, n, d, h, dtype, kind, seed):
     ref_args, kern_args = copy_args(args), copy_args(args)
     ref = ref_fn(*ref_args)
     got = kern_fn(*kern_args)
-    assert_same(ref, got, dtype, name)
+    if name == "net_numerical_gradient":
+        # central differences carry each loss's rounding (~1e-16 of a loss ~1) over 2h = 2e-4:
+        # ~1e-12 absolute in every entry, however small the gradient
+        for ref_part, got_part in zip(ref[:2], got[:2]):
+            for a, b in zip(ref_part, got_part):
+                np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-10, err_msg=name)
+        assert_same(ref[2:], got[2:], dtype, name)
+    else:
+        assert_same(ref, got, dtype, name)
     assert_same(ref_args, kern_args, dtype, f"{name} arguments after the call")  # in-place updates
 
 

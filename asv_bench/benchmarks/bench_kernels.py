@@ -7,7 +7,9 @@ One table, ``common.KERNEL_CASES``, lists every kernel with its input maker and 
                  on (batch, 50)
     SoftmaxCE    the four softmax cross-entropy kernels on (batch, 10)       batch 1, 100, 1000
     Affine       affine_forward/backward(_params), x (batch, 784), W (784, hidden)
-    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net, and the
+    Net          predict_labels and sgd_steps (5 steps) of a 784-hidden-10 relu net, the whole-net
+                 kernels the book's API calls (scores, loss, gradient, labels)
+    Numerical    net_numerical_gradient of a 784-10-10 net on 3 samples, and the
                  optimizers' updates of its parameters
 
 The import fails (so ``asv check`` fails) when the table and ``fastbp.TWINS`` disagree: a kernel
@@ -87,6 +89,20 @@ class Net(_ByShape):
     group = "net"
 
 
+class Numerical(_KernelGroup):
+    """The numerical gradient of a 784-10-10 net on the book's 3 samples (the NumPy twin takes
+    two forward passes in Python per parameter: ~8,000 of them)."""
+    group = "numerical"
+    params = (BACKENDS, list(DTYPES), ["3x10"])
+    param_names = ["backend", "dtype", "shape"]
+    repeat = (1, 3, 30.0)
+    number = 1
+    timeout = 300
+
+    def size(self, shape):
+        return common.parse_shape(shape)
+
+
 def _timer(name):
     def timer(self, backend, dtype, param):
         self.fn[name](*self.args[name])
@@ -95,7 +111,7 @@ def _timer(name):
     return timer
 
 
-_CLASSES = {cls.group: cls for cls in (Elementwise, SoftmaxCE, Affine, Net)}
+_CLASSES = {cls.group: cls for cls in (Elementwise, SoftmaxCE, Affine, Net, Numerical)}
 for _name, (_group, _) in KERNEL_CASES.items():
     if _group not in _CLASSES:
         raise RuntimeError(f"KERNEL_CASES[{_name!r}]: no benchmark class for group {_group!r}")

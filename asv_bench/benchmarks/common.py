@@ -196,6 +196,21 @@ KERNEL_CASES = {
     "predict_labels_csr": ("net", lambda r, n, h, dt: (
         *_csr(n, dt), *net_params([N_IN, h, N_CLASSES], dt), RELU)),
     "sgd_steps_csr": ("net", _sgd_csr_args),
+    "index_labels": ("softmax", lambda r, n, c, dt: (r.integers(0, c, size=n).astype(np.uint8), c)),
+    "onehot_labels": ("softmax", lambda r, n, c, dt: (onehot(r.integers(0, c, size=n), dt),)),
+    "net_scores": ("net", lambda r, n, h, dt: (
+        mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU, 1)),
+    "net_loss": ("net", lambda r, n, h, dt: (
+        mnist_like(n, "float32")[0], mnist_like(n, "float32")[1], *net_params([N_IN, h, N_CLASSES], dt),
+        RELU, 1)),
+    "net_gradient": ("net", lambda r, n, h, dt: (
+        mnist_like(n, "float32")[0], mnist_like(n, "float32")[1], *net_params([N_IN, h, N_CLASSES], dt),
+        RELU, 1)),
+    "net_labels": ("net", lambda r, n, h, dt: (
+        mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU)),
+    "net_numerical_gradient": ("numerical", lambda r, n, h, dt: (
+        mnist_like(n, dt)[0], mnist_like(n, dt)[1], *net_params([N_IN, h, N_CLASSES], dt), RELU,
+        1e-4)),
 }
 
 
