@@ -9,7 +9,7 @@ import threading
 import time
 
 HEADER = f"{'epoch':>6} {'iter':>6} {'train acc':>9} {'test acc':>9} {'loss':>8} {'elapsed':>8}"
-COMPILING = "compiling kernels (first run only; later runs load them from Numba's cache)..."
+COMPILING = "compiling kernels (once: later runs load them from Numba's cache)..."
 _REDRAW_SECONDS = 0.1   # a line changing in place is redrawn at most this often
 
 

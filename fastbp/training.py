@@ -192,7 +192,7 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
 
     ``verbose=True`` prints the table ``fastbp train`` prints, a row per evaluation as it comes
     (on a terminal also the iteration reached between rows), then a closing line with the times;
-    and "compiling kernels (first run only...)" while the first call compiles. The default is
+    and "compiling kernels (once: ...)" while the first calls compile. The default is
     quiet, as a library function called in a loop (a sweep, a test) should be.
 
     BLAS runs with ``fastbp.threads.blas_threads()`` threads (default 1; see fastbp/threads.py).

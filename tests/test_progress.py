@@ -103,7 +103,7 @@ def test_the_compile_notice_comes_while_the_first_call_is_slow(monkeypatch, caps
     assert first == [True]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == progress.COMPILING and lines[1] == progress.HEADER
-    assert progress.COMPILING.startswith("compiling kernels (first run only")
+    assert progress.COMPILING.startswith("compiling kernels (once")
 
 
 def test_no_compile_notice_when_the_first_call_is_quick(monkeypatch, capsys):
