@@ -45,6 +45,7 @@ def test_train_on_the_shipped_digits_prints_the_epoch_table(tmp_path):
     assert re.search(rf"digits: train acc \d\.\d{{4}}, test acc {final:.4f}", ev.stdout), ev.stdout
 
 
+@pytest.mark.slow   # 3,000 steps: minutes with NUMBA_DISABLE_JIT=1
 def test_the_default_run_offline_is_short_says_what_it_trained_on_and_how_to_get_mnist(tmp_path):
     """`fastbp train` with no data and no network: the shipped digits, a table that fits a
     screen, the four MNIST files and where they go; nothing made in the data folder."""
@@ -189,6 +190,7 @@ def test_help_shows_the_defaults_and_no_markup(command):
         assert "(default: None)" not in text and "(default: False)" not in text
 
 
+@pytest.mark.slow   # 3,000 steps, twice
 def test_progress_uses_carriage_returns_only_on_a_terminal():
     """Between two rows a terminal shows the iteration reached, redrawn in place; a log gets the
     rows alone."""
