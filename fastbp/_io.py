@@ -5,6 +5,8 @@ could have written them.
   temporary file in the same folder that takes its final name only when complete, so a Ctrl-C, a
   full disk or a crash leaves the previous file as it was.
 - ``write_problem(path)``: whether ``atomic_write(path)`` can work, asked before hours of training.
+- ``make_folders(folder)`` / ``remove_empty(made)``: folders exist only to hold files, so a
+  failed download leaves none behind; ``new_file_mode(folder)``: the mode a new file gets there.
 - ``open_for_unpickling(path)``: a pickle runs code when loaded; it is read only from a file and a
   folder that no user other than this one (or root) can write to.
 """
@@ -69,6 +71,45 @@ def write_problem(path):
     os.close(fd)
     os.unlink(tmp)
     return None
+
+
+def make_folders(folder):
+    """Make ``folder`` and its missing parents; return those made, deepest first, for
+    ``remove_empty``."""
+    made = []
+    path = os.path.abspath(folder)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        made.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except BaseException:
+        remove_empty(made)
+        raise
+    return made
+
+
+def remove_empty(made):
+    """Remove the folders of ``made`` (deepest first) that hold nothing; stop at one that does."""
+    for path in made:
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            continue
+        except OSError:   # holds something (or is not ours to remove): it and its parents stay
+            break
+
+
+def new_file_mode(folder):
+    """The permission bits a new file in ``folder`` gets (the umask, or the folder's default
+    ACL, applied to 0666), found by making one: reading the umask would change it for a moment,
+    for every thread of the process."""
+    fd, tmp = _new_temporary(os.path.join(folder, "mode"))
+    try:
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
 
 
 def open_for_unpickling(path):

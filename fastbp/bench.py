@@ -30,6 +30,7 @@ from . import datasets
 from .backend import use_backend
 from .kernels import step
 from .nets import MultiLayerNet, TwoLayerNet
+from .progress import is_terminal
 from .threads import limited_blas
 from .training import fit
 
@@ -153,7 +154,7 @@ def time_fit(backend, sizes, x, t, iters, dtype):
     with use_backend(backend):
         fit(net, x[:200], t[:200], iters=2)   # compiles (a first call also measures the cores)
         history = fit(net, x, t, iters=iters, lr=LR, seed=1, eval_every=iters)
-    return history.train_seconds / iters
+    return 1 / history.iterations_per_second   # the steps after the first (which compiles)
 
 
 def time_book_loop(net, x, t, iters):
@@ -360,7 +361,15 @@ def cpu_model():
 
 
 def _progress(text):
-    print(f"measuring {text}"[:79].ljust(79), end="\r", file=sys.stderr, flush=True)
+    """What is being measured, on one line redrawn in place: on a terminal only (a log would keep
+    every half-line)."""
+    if is_terminal(sys.stderr):
+        print(f"measuring {text}"[:79].ljust(79), end="\r", file=sys.stderr, flush=True)
+
+
+def _progress_done():
+    if is_terminal(sys.stderr):
+        print(" " * 79, end="\r", file=sys.stderr)
 
 
 def _measure(label, timer, sizes, data, iters):
@@ -405,7 +414,7 @@ def run_tables(args, data32, data64, iters, loaded):
                     for label, timer in compiled_paths(np.dtype(args.dtype).type)]
         book = [(label, _measure(label, timer, sizes, data64, max(iters // 4, 20)))
                 for label, timer in BOOK_PATHS]
-        print(" " * 79, end="\r", file=sys.stderr)
+        _progress_done()
         print_table(f"{net}, {where}: compiled training loops, {args.dtype}", compiled, names)
         print_table(f"{net}, {where}: the book's loop (gradient, update, loss), float64, one-hot",
                     book, names)
@@ -438,7 +447,7 @@ def main(args):
                 _progress(f"profile {'-'.join(map(str, sizes))}, {threads} thread(s)")
                 with limited_blas():
                     stages = profile_step(sizes, x, t, args.iters, dtype, threads)
-                print(" " * 79, end="\r", file=sys.stderr)
+                _progress_done()
                 print_profile("-".join(map(str, sizes)) + " relu", stages, threads)
     if args.startup:
         cold, warm = startup_seconds()

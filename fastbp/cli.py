@@ -1,4 +1,4 @@
-"""The ``fastbp`` command: train, evaluate, gradcheck, bench.
+"""The fastbp command: train, evaluate, gradcheck, bench, book-compare.
 
     fastbp train                      # MNIST if it can be had, else Fashion-MNIST, else the shipped digits
     fastbp train --dataset fashion-mnist --hidden 100 --iters 20000 --plot curves.png --save net.npz
@@ -11,12 +11,11 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
 
-from . import _checks, _io, datasets
+from . import __version__, _checks, _io, datasets
 from .backend import use_backend
 from .gradcheck import gradient_check
 from .nets import MultiLayerNet, TwoLayerNet
@@ -24,30 +23,56 @@ from .training import TrainingDiverged, TrainingInterrupted, fit
 
 DATASETS = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist,
             "digits": datasets.load_digits}
+# --iters when not given: the book's chapter 5 protocol on the 60,000 images; on the 1,500 small
+# digits the test accuracy stops rising after ~2,000 steps (0.98), so the run ends soon after
+DEFAULT_ITERS = {"mnist": 10000, "fashion-mnist": 10000, "digits": 3000}
+TABLE_ROWS = 16   # a longer run gets a row every few epochs, so that its table fits a screen
+
+
+def how_to_get_mnist(error):
+    """Lines saying why MNIST was not had and which files to put where, from its
+    DatasetNotFoundError."""
+    files = "these four files" if len(error.missing) == 4 else f"these {len(error.missing)} files"
+    outcome = error.outcome.splitlines()
+    return "\n".join([
+        f"  MNIST download {outcome[0]}", *(f"  {line}" for line in outcome[1:]),
+        f"  To use MNIST, put {files} in {error.folder}{os.sep}:",
+        "      " + "  ".join(error.missing),
+        f"  (from {datasets.MIRRORS['mnist'][0]}), or set FASTBP_DATA to a folder whose mnist/ "
+        "holds them."])
 
 
 def load_dataset(name, data_dir=None, say=print):
-    """(name, (x_train, t_train), (x_test, t_test)); ``auto`` takes the first that can be had."""
+    """(name, (x_train, t_train), (x_test, t_test)); ``auto`` takes the first that can be had
+    and says which, and, when it is not MNIST, how to get MNIST."""
     if name == "digits":
         return name, *datasets.load_digits()
     if name != "auto":
         return name, *DATASETS[name](data_dir=data_dir)
     try:
         data = datasets.load_mnist(data_dir=data_dir)
-        say("dataset: MNIST (found or downloaded)")
+        say("dataset: MNIST")
         return "mnist", *data
     except datasets.DatasetNotFoundError as error:
-        mnist_missing = str(error).splitlines()[0]
+        mnist = error
     try:
         data = datasets.load_fashion_mnist(data_dir=data_dir, download=False)
-        say(f"dataset: Fashion-MNIST, found locally (MNIST unavailable: {mnist_missing})")
+        say("dataset: Fashion-MNIST (same shapes as MNIST, clothes instead of digits), found "
+            "locally; MNIST is not available:")
+        say(how_to_get_mnist(mnist))
         return "fashion-mnist", *data
     except datasets.DatasetNotFoundError:
         pass
-    say("dataset: the small handwritten-digits set shipped with fastbp (8x8 UCI digits, "
-        f"1,797 samples), as neither MNIST nor Fashion-MNIST is available ({mnist_missing}). "
-        "Use --dataset or set FASTBP_DATA to train on MNIST.")
+    say("dataset: digits, the 8x8 handwritten digits shipped with fastbp (1,797 samples), as "
+        "neither MNIST nor Fashion-MNIST is available:")
+    say(how_to_get_mnist(mnist))
     return "digits", *datasets.load_digits()
+
+
+def table_interval(per_epoch, iters, rows=TABLE_ROWS):
+    """Steps between two rows of the table: one epoch, as in the book, or as many whole epochs
+    as keep a long run near ``rows`` rows."""
+    return per_epoch * max(1, round(iters / per_epoch / rows))
 
 
 def build_net(input_size, hidden, output_size, activation, dtype, weight_init_std=None,
@@ -91,15 +116,6 @@ def _positive(kind):
     return parse
 
 
-HEADER = f"{'epoch':>6} {'iter':>6} {'train acc':>9} {'test acc':>9} {'loss':>8} {'elapsed':>8}"
-
-
-def format_row(row):
-    test = "-" if row.test_acc is None else f"{row.test_acc:.4f}"
-    return (f"{row.epoch:6.2f} {row.iteration:6d} {row.train_acc:9.4f} {test:>9} "
-            f"{row.loss:8.4f} {row.elapsed:7.2f}s")
-
-
 def npz_name(path):
     """The file ``np.savez`` writes for ``path``: it adds .npz when missing; ``evaluate`` agrees."""
     return path if path.endswith(".npz") else path + ".npz"
@@ -117,38 +133,38 @@ def cmd_train(args):
     outputs = [path for path in (save_path, plot_path) if path]
     untouched = f" ({' and '.join(outputs)} left as they were)" if outputs else ""
     name, (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, args.data_dir)
+    # the arguments that depend on the data are checked here, before anything is printed for the run
+    if args.batch_size > len(x_train):
+        raise ValueError(f"--batch-size: expected at most the number of training samples of "
+                         f"{name} ({len(x_train):,}), got {args.batch_size}")
+    iters = args.iters or DEFAULT_ITERS[name]
+    per_epoch = max(len(x_train) // args.batch_size, 1)
+    eval_every = args.eval_every or table_interval(per_epoch, iters)
     dtype = np.dtype(args.dtype)
     np.random.seed(args.seed)
     net = build_net(x_train.shape[1], args.hidden, int(t_train.max()) + 1, args.activation, dtype,
                     weight_decay=args.weight_decay)
+    every = ("every epoch" if eval_every == per_epoch else
+             f"every {eval_every / per_epoch:g} epochs" if eval_every % per_epoch == 0 else
+             f"every {eval_every:,} iterations")
     decay = f", weight decay {args.weight_decay}" if args.weight_decay else ""
     print(f"net: {type(net).__name__} {x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
           f"{net.params[f'W{len(args.hidden) + 1}'].shape[1]} {args.activation}, {dtype}; "
-          f"{len(x_train):,} train / {len(x_test):,} test samples; iters {args.iters}, "
+          f"{len(x_train):,} train / {len(x_test):,} test samples; iters {iters:,}, "
           f"batch {args.batch_size}, {args.optimizer} lr {args.lr}{decay}, seed {args.seed}, "
-          f"backend {args.backend}")
-    print(HEADER, flush=True)
-    start = time.perf_counter()
+          f"backend {args.backend}; a row {every} ({per_epoch:,} iterations per epoch)", flush=True)
     try:
         with use_backend(args.backend):
-            history = fit(net, x_train, t_train, x_test, t_test, iters=args.iters,
+            history = fit(net, x_train, t_train, x_test, t_test, iters=iters,
                           batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                          seed=args.seed,
-                          callback=lambda row: print(format_row(row), flush=True))
+                          seed=args.seed, eval_every=eval_every, verbose=True)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except TrainingInterrupted as stop:
-        print(f"interrupted after {len(stop.history.loss):,} of {args.iters:,} iterations; "
+        print(f"interrupted after {len(stop.history.loss):,} of {iters:,} iterations; "
               f"nothing saved{untouched}", file=sys.stderr)
         return 130
-    total = time.perf_counter() - start
-    last = history.rows[-1]
-    print(f"done: {args.iters} iterations in {total:.2f} s ({history.train_seconds:.2f} s in SGD "
-          f"steps: {history.iterations_per_second:,.0f} iterations/s, "
-          f"{1e6 * history.train_seconds / args.iters:.0f} us/iteration; "
-          f"{history.eval_seconds:.2f} s measuring accuracy); "
-          f"final train acc {last.train_acc:.4f}, test acc {last.test_acc:.4f}", flush=True)
     try:
         if save_path:
             save(save_path, net, name, args.activation)
@@ -271,16 +287,7 @@ def plot(path, history, dataset, fmt="png"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(np.arange(1, len(history.loss) + 1), history.loss, lw=0.5)
-    left.set(xlabel="iteration", ylabel="batch loss", title=f"loss ({dataset})")
-    epochs = [r.epoch for r in history.rows]
-    right.plot(epochs, history.train_acc, "o-", label="train")
-    if history.rows[0].test_acc is not None:
-        right.plot(epochs, history.test_acc, "s--", label="test")
-    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    right.legend()
-    fig.tight_layout()
+    fig = history.plot(title=f"fastbp train on {dataset}: {len(history.loss):,} iterations")
     try:
         with _io.atomic_write(path) as f:
             fig.savefig(f, dpi=100, format=fmt)
@@ -288,56 +295,111 @@ def plot(path, history, dataset, fmt="png"):
         plt.close(fig)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default after its help, unless it has none to show; reST's ``literals``
+    (docstrings are reused as descriptions) printed as plain text."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+    def _format_text(self, text):
+        return super()._format_text(text.replace("``", ""))
+
+    def _expand_help(self, action):
+        return super()._expand_help(action).replace("``", "")
+
+
+class _RawHelp(argparse.RawDescriptionHelpFormatter, _Help):
+    """_Help, keeping the description's own lines (a table of examples)."""
+
+
+DESCRIPTION = """\
+fastbp: backpropagation as taught in "Deep Learning from Scratch", on compiled kernels.
+
+  fastbp train                      train the book's 784-50-10 net on MNIST (or what can be had)
+  fastbp train --dataset digits     the same on the small digits set shipped with fastbp
+  fastbp COMMAND --help             the options of a command, with their defaults
+"""
+
+
 def parser():
-    p = argparse.ArgumentParser(prog="fastbp", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="fastbp", description=DESCRIPTION, formatter_class=_RawHelp)
+    p.add_argument("--version", action="version",
+                   version=f"fastbp {__version__} (Python {sys.version.split()[0]}, NumPy "
+                           f"{np.__version__}, Numba {_numba_version()})")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_options(q, default="auto"):
         q.add_argument("--dataset", choices=["auto", *DATASETS], default=default,
-                       help="auto: MNIST if cached or downloadable, else Fashion-MNIST if found "
-                            "locally, else the digits shipped with fastbp (default: %(default)s)")
+                       help="auto: MNIST if found or downloadable, else Fashion-MNIST if found, "
+                            "else the 8x8 digits shipped with fastbp")
         q.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ "
                                           "(default: $FASTBP_DATA, else a per-user cache folder)")
 
     def net_options(q):
-        q.add_argument("--hidden", type=_hidden, default=[50], help="hidden sizes, e.g. 50 or 100,50")
-        q.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
+        q.add_argument("--hidden", type=_hidden, default="50", help="hidden sizes, e.g. 50 or 100,50")
+        q.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu",
+                       help="of the hidden layers")
         q.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the batches")
         q.add_argument("--backend", choices=["kernels", "reference"], default="kernels",
                        help="kernels (compiled) or reference (plain NumPy twins)")
 
-    t = sub.add_parser("train", help="train a net and print the per-epoch table")
+    t = sub.add_parser("train", help="train a net, printing a table of accuracies as it goes",
+                       description="Train a net with mini-batch SGD, as chapter 5 of the book does, "
+                                   "printing train and test accuracy every epoch (every few epochs "
+                                   "on long runs), then where the time went.",
+                       formatter_class=_Help)
     data_options(t)
     net_options(t)
-    t.add_argument("--iters", type=_positive(int), default=10000)
-    t.add_argument("--batch-size", type=_positive(int), default=100)
-    t.add_argument("--lr", type=_positive(float), default=0.1)
+    t.add_argument("--iters", type=_positive(int),
+                   help="SGD steps (default: 10000 on MNIST and Fashion-MNIST, the book's "
+                        "protocol; 3000 on the digits)")
+    t.add_argument("--batch-size", type=_positive(int), default=100, help="samples per step")
+    t.add_argument("--lr", type=_positive(float), default=0.1, help="learning rate")
     t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
                    default="sgd", help="the book's chapter 6 update rules (their other settings: the "
                                        "book's defaults)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="LAMBDA",
                    help="L2 weight decay, as the book's MultiLayerNet(weight_decay_lambda=)")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves (needs matplotlib); "
-                                                      ".png is added when there is no suffix")
+    t.add_argument("--eval-every", type=_positive(int), metavar="N",
+                   help="steps between two rows of the table (default: one epoch, or whole epochs "
+                        f"giving about {TABLE_ROWS} rows on long runs)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="of the weights and the data")
+    t.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves (needs "
+                                                      "matplotlib); .png is added when there is "
+                                                      "no suffix")
     t.add_argument("--save", metavar="FILE.npz", help="save the trained parameters (.npz is added "
                                                       "when missing)")
     t.set_defaults(run=cmd_train)
 
-    e = sub.add_parser("evaluate", help="accuracy of a net saved with train --save")
+    e = sub.add_parser("evaluate", help="accuracy of a net saved with train --save",
+                       description="Train and test accuracy of a net saved by fastbp train --save.",
+                       formatter_class=_Help)
     e.add_argument("file", help="a file written by train --save (.npz is added when missing)")
-    e.add_argument("--dataset", choices=["auto", *DATASETS], default=None,
+    e.add_argument("--dataset", choices=["auto", *DATASETS],
                    help="default: the dataset it was trained on")
-    e.add_argument("--data-dir")
+    e.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ "
+                                      "(default: $FASTBP_DATA, else a per-user cache folder)")
     e.set_defaults(run=cmd_evaluate)
 
-    g = sub.add_parser("gradcheck", help="backprop vs numerical gradient, per parameter")
+    g = sub.add_parser("gradcheck", help="backprop vs numerical gradient, per parameter",
+                       description="Compare backprop's gradient with the numerical one (central "
+                                   "differences), per parameter, as the book's gradient_check.py.",
+                       formatter_class=_Help)
     data_options(g)
     net_options(g)
-    g.add_argument("--samples", type=_positive(int), default=3)
+    g.add_argument("--samples", type=_positive(int), default=3, help="how many samples the loss "
+                                                                      "is taken over")
     g.set_defaults(run=cmd_gradcheck)
 
-    b = sub.add_parser("bench", help="reference vs fastbp (vs PyTorch, JAX if installed), in one run")
+    b = sub.add_parser("bench", help="reference vs fastbp (vs PyTorch, JAX if installed), in one run",
+                       description="Time every training path on the same MNIST-shaped data in one "
+                                   "run: the NumPy reference, fastbp, the book's loop, and PyTorch "
+                                   "and JAX when installed.",
+                       formatter_class=_Help)
     b.add_argument("--iters", type=_positive(int), default=1000,
                    help="steps timed per compiled path (a quarter of it per book-loop path)")
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32",
@@ -351,8 +413,13 @@ def parser():
     b.set_defaults(run=cmd_bench)
 
     from . import bookcompare  # its own module; only its argparse wiring is needed here
-    bookcompare.add_command(sub)
+    bookcompare.add_command(sub).formatter_class = _RawHelp
     return p
+
+
+def _numba_version():
+    import numba
+    return numba.__version__
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -361,7 +428,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv=None):
     """Run the command; exit code 0, 1 (training diverged, gradient check failed), 2 (bad input),
-    130 (interrupted: one line saying what was kept, no traceback)."""
+    130 (interrupted: one line saying what was kept, no traceback), 141 (the reader of the output
+    went away, as in `fastbp train | head`)."""
     args = parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning   # a warning is one line, like an error
@@ -373,6 +441,9 @@ def main(argv=None):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:   # `fastbp ... | head` closed the pipe: stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # (for the exit flush)
+            return 141
 
 
 if __name__ == "__main__":

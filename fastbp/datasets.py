@@ -8,18 +8,20 @@ complete copy they find:
    files ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
    ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (the same names without ``.gz``
    work too). The data folder is the ``data_dir`` argument, else the ``FASTBP_DATA`` environment
-   variable, else a per-user cache folder (``$XDG_CACHE_HOME/fastbp``, ``~/.cache/fastbp``, or
-   ``%LOCALAPPDATA%\\fastbp`` on Windows); see ``default_data_dir``;
+   variable, else the platform's per-user cache folder (``~/.cache/fastbp`` on Linux); see
+   ``default_data_dir``;
 2. MNIST only: the book's pickle, ``<data folder>/mnist/mnist.pkl`` or ``<data folder>/mnist.pkl``
    (unpickling runs code, so it is read only from a file and folder that no user but you or root
    can write to; see ``fastbp._io.open_for_unpickling``);
    Fashion-MNIST only: Debian's ``/usr/share/datasets/fashion-mnist`` (package
    ``dataset-fashion-mnist``);
 3. with ``download=True`` (and the environment variable ``FASTBP_OFFLINE`` unset or empty): the
-   missing files are downloaded from the mirrors in ``MIRRORS`` into
-   the subfolder of step 1, each checked against its SHA-256 in ``SHA256`` before it takes its
-   final name. Files found on disk are not hash-checked (Debian's copies carry another gzip
-   header, so other hashes), only format-checked by ``read_idx``.
+   missing files are downloaded from the mirrors in ``MIRRORS`` into the subfolder of step 1 by
+   pooch, each checked against its SHA-256 in ``SHA256`` before it takes its final name. All
+   mirrors are first asked at once; when none answers within ``CONNECT_SECONDS`` (no network),
+   nothing more is tried. Folders are made only to hold a downloaded file. Files found on disk
+   are not hash-checked (Debian's copies carry another gzip header, so other hashes), only
+   format-checked by ``read_idx``.
 
 If all of that fails, ``DatasetNotFoundError`` says which files to put in which folder.
 
@@ -27,22 +29,22 @@ If all of that fails, ``DatasetNotFoundError`` says which files to put in which 
 package (UCI "Optical Recognition of Handwritten Digits"), for offline use and fast tests.
 """
 import gzip
-import hashlib
-import http.client
 import importlib.resources
 import io
 import math
 import os
 import pickle
-import sys
-import urllib.error
-import urllib.request
+import queue
+import threading
+import time
+import urllib.parse
 import zlib
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 
-from . import _io
+from . import _io, progress
 
 __all__ = [
     "DatasetNotFoundError", "read_idx", "default_data_dir",
@@ -88,7 +90,8 @@ SHA256 = {
 }
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-DOWNLOAD_TIMEOUT = 30   # seconds without data before a mirror counts as unreachable
+CONNECT_SECONDS = 5    # all mirrors are asked at once; none answering within this means no network
+READ_SECONDS = 30      # a download that stalls this long between two pieces has failed
 
 _TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -98,7 +101,14 @@ _IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The dataset is nowhere on disk and could not be downloaded; the message says what to do."""
+    """The dataset is nowhere on disk and could not be downloaded; the message says what to do.
+
+    Also as attributes, for a program to say it its own way: ``dataset`` (its title), ``folder``
+    (where the files go), ``missing`` (the file names not there), ``outcome`` (why no download
+    happened, or how it failed: one line, or a line per mirror)."""
+
+    dataset = folder = outcome = None
+    missing = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +163,10 @@ def read_idx(path):
 
 
 def default_data_dir(data_dir=None):
-    """The data folder: ``data_dir`` if given, else ``$FASTBP_DATA``, else a per-user cache."""
+    """The data folder: ``data_dir`` if given, else ``$FASTBP_DATA``, else the per-user cache
+    folder of the platform (platformdirs' ``user_cache_dir("fastbp")``: ``~/.cache/fastbp`` or
+    ``$XDG_CACHE_HOME/fastbp`` on Linux, ``~/Library/Caches/fastbp`` on macOS,
+    ``%LOCALAPPDATA%\\fastbp\\Cache`` on Windows)."""
     if data_dir is not None:
         try:
             return Path(data_dir).expanduser()
@@ -163,13 +176,7 @@ def default_data_dir(data_dir=None):
     env = os.environ.get("FASTBP_DATA")
     if env:
         return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
-    else:
-        base = os.environ.get("XDG_CACHE_HOME", "")
-        if not os.path.isabs(base):   # the XDG spec says to ignore a relative value
-            base = Path.home() / ".cache"
-    return Path(base) / "fastbp"
+    return Path(platformdirs.user_cache_dir("fastbp", appauthor=False))
 
 
 def _idx_files(folder):
@@ -214,100 +221,178 @@ def _read_book_pickle(path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Download
+# Download (pooch: the hash registry, the temporary file renamed once its SHA-256 matched, retries)
 
 
-def _reason(error):
-    """A one-line reason for a failed download."""
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        if not isinstance(error.reason, BaseException):
-            return str(error.reason)
-        error = error.reason
-    if isinstance(error, TimeoutError):
-        return f"no answer within {DOWNLOAD_TIMEOUT} s"
-    return f"{type(error).__name__}: {error}"
+def _root_cause(error):
+    """The innermost error under ``error`` (requests wraps urllib3, which wraps the socket's)."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or error.__context__
+        if inner is None and isinstance(getattr(error, "reason", None), BaseException):
+            inner = error.reason
+        if inner is None and error.args and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if inner is None:
+            break
+        error = inner
+    return error
 
 
-def _fetch(url, dest, sha256):
-    """Download ``url`` to ``dest`` through a temporary file in the same folder.
+def _reason(error, seconds):
+    """A few words saying why a request failed."""
+    import requests
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    if isinstance(error, requests.Timeout):
+        return f"no answer within {seconds:g} s"
+    root = _root_cause(error)
+    if isinstance(root, TimeoutError):
+        return f"no answer within {seconds:g} s"
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror
+    return f"{type(root).__name__}: {root}"
 
-    Returns (size in bytes, SHA-256 received); ``dest`` is written only if that hash is ``sha256``.
 
-    The bytes only get the name ``dest`` after their SHA-256 matched, so a half or wrong file never
-    sits under the final name; the temporary file is removed on every failure, Ctrl-C included.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with _io.atomic_write(dest) as out, \
-                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            if digest.hexdigest() != sha256:
-                raise _ChecksumMismatch
-    except _ChecksumMismatch:
+def _ask_mirrors(urls, seconds):
+    """{url: None if it answered HEAD with 200, else why not} for the mirrors' ``urls``, all asked
+    at once and waited for ``seconds`` in all: name lookup included, which no socket timeout
+    bounds. It returns at the first 200, leaving out the urls not answered yet."""
+    import requests
+    answers = queue.SimpleQueue()
+
+    def ask(url):
+        try:
+            response = requests.head(url, timeout=seconds, allow_redirects=True)
+            answers.put((url, None if response.status_code == 200
+                         else f"HTTP {response.status_code} {response.reason}"))
+        except Exception as error:   # whatever stops the request is the answer
+            answers.put((url, _reason(error, seconds)))
+
+    for url in urls:   # daemon threads: one stuck in a name lookup does not hold the program
+        threading.Thread(target=ask, args=(url,), daemon=True, name="fastbp-mirror-probe").start()
+    deadline = time.monotonic() + seconds
+    result = {}
+    while len(result) < len(urls):
+        try:
+            url, why = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        result[url] = why
+        if why is None:
+            return result
+    return {url: result.get(url, f"no answer within {seconds:g} s") for url in urls}
+
+
+class _Bar:
+    """The progress bar pooch's HTTPDownloader drives (``total``, ``update``, ``reset``,
+    ``close``), drawn on a progress.Line."""
+
+    def __init__(self, line):
+        self.line, self.total, self.done = line, 0, 0
+
+    def update(self, size):
+        self.done += size
+        of = f" of {self.total / 1e6:.1f}" if self.total else ""
+        self.line.show(f"{min(self.done, self.total or self.done) / 1e6:.1f}{of} MB")
+
+    def reset(self):
+        self.done = 0
+
+    def close(self):
         pass
-    return size, digest.hexdigest()
-
-
-class _ChecksumMismatch(Exception):
-    """Raised inside ``atomic_write`` to discard a download whose hash is wrong."""
 
 
 def _download(name, folder, missing):
-    """Fetch ``missing`` file names into ``folder``; [] if all came, else what went wrong."""
-    for file_name in missing:
-        expected = SHA256[name][file_name]
-        failures = []
-        for mirror in MIRRORS[name]:
-            url = mirror + file_name
-            print(f"downloading {file_name} from {mirror} ... ", end="", file=sys.stderr,
-                  flush=True)
-            try:
-                size, received = _fetch(url, folder / file_name, expected)
-            except (OSError, http.client.HTTPException) as error:   # URLError, timeouts too
-                print("failed", file=sys.stderr)
-                failures.append(f"{url}: {_reason(error)}")
-                continue
-            if received == expected:
-                print(f"{size / 1e6:.1f} MB", file=sys.stderr)
+    """Fetch the ``missing`` files of ``name`` into ``folder`` (made for them, and removed again
+    if it stays empty); [] if all came, else the lines saying what went wrong."""
+    mirrors = MIRRORS[name]
+    answers = _ask_mirrors([mirror + missing[0] for mirror in mirrors], CONNECT_SECONDS)
+    failed = {m: answers[m + missing[0]] for m in mirrors if answers.get(m + missing[0])}
+    if len(failed) == len(mirrors):
+        hosts = "; ".join(f"{urllib.parse.urlsplit(m).netloc}: {why}" for m, why in failed.items())
+        return [f"no network? No mirror could be reached ({hosts}). "
+                "Set FASTBP_OFFLINE=1 to skip the download."]
+    import pooch
+    registry = {file: f"sha256:{digest}" for file, digest in SHA256[name].items()}
+    made = _io.make_folders(folder)
+    try:
+        for file_name in missing:
+            failures = []
+            for mirror in (m for m in mirrors if m not in failed):
+                line = progress.Line(f"downloading {file_name} ({_TITLES[name]}) from {mirror}: ")
+                bar = _Bar(line)
+                source = pooch.create(path=folder, base_url=mirror, registry=registry,
+                                      retry_if_failed=1)
+                try:
+                    with _quiet(pooch.get_logger()):
+                        path = source.fetch(file_name, downloader=pooch.HTTPDownloader(
+                            progressbar=bar, chunk_size=1 << 16,
+                            timeout=(CONNECT_SECONDS, READ_SECONDS)))
+                except Exception as error:   # network, HTTP status, or a SHA-256 mismatch
+                    why = (str(error).split(". ")[0] if isinstance(error, ValueError)
+                           else _reason(error, READ_SECONDS))
+                    line.end(f"failed ({why})")
+                    failures.append(f"{mirror}{file_name}: {why}")
+                    continue
+                except BaseException:
+                    line.end("interrupted")
+                    raise
+                # pooch's temporary file is private (0600): give the data the mode of any new file
+                os.chmod(path, _io.new_file_mode(folder))
+                line.end(f"{os.path.getsize(path) / 1e6:.1f} MB, SHA-256 checked")
                 break
-            print("checksum mismatch", file=sys.stderr)
-            failures.append(f"{url}: SHA-256 mismatch for {file_name}: expected {expected}, "
-                            f"received {received} ({size} bytes); file discarded")
-        else:
-            return failures   # this file came from no mirror: no point fetching the rest
-    return []
+            else:
+                return failures   # this file came from no mirror: no point fetching the rest
+        return []
+    finally:
+        _io.remove_empty(made)
+
+
+class _quiet:
+    """Pooch logs each download on stderr; fastbp draws its own line instead."""
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def __enter__(self):
+        self.level = self.logger.level
+        self.logger.setLevel("WARNING")
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
 
 
 def _writable_folder_problem(folder):
-    """None if files can be created in ``folder`` (made if needed), else why not."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return f"{type(error).__name__}: {error.strerror or error}"
-    return _io.write_problem(folder / FILE_NAMES[0])
+    """None if files can be written into ``folder`` (made when they are), else why not. It
+    creates nothing: the nearest folder that exists is asked whether it takes files."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    return _io.write_problem(existing / FILE_NAMES[0])
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def _not_found_message(name, folder, present, elsewhere, outcome):
-    title = _TITLES[name]
-    lines = [f"{title} not found. Put these four files in {folder}{os.sep}",
+def _not_found(name, folder, present, elsewhere, outcome):
+    """The DatasetNotFoundError saying which files to put where, and why none were downloaded."""
+    lines = [f"{_TITLES[name]} not found. Put these four files in {folder}{os.sep}",
              *(f"    {f}" + ("   (present)" if p else "") for f, p in zip(FILE_NAMES, present)),
              "(the same names without .gz work too).",
              "Also looked for: " + ", ".join(map(str, elsewhere)) + ".",
-             outcome,
+             f"Download: {outcome}",
              f"The files can be fetched from: {', '.join(MIRRORS[name])}",
              f"To use another folder (one holding {name}/), set FASTBP_DATA=/that/folder "
              f"or pass data_dir='/that/folder'."]
-    return "\n".join(lines)
+    error = DatasetNotFoundError("\n".join(lines))
+    error.dataset, error.folder, error.outcome = _TITLES[name], folder, outcome
+    error.missing = tuple(f for f, p in zip(FILE_NAMES, present) if not p)
+    return error
 
 
 def _load_dataset(name, data_dir, download):
@@ -332,18 +417,19 @@ def _load_dataset(name, data_dir, download):
 
     missing = [f for f, p in zip(FILE_NAMES, paths) if p is None]
     if not download:
-        outcome = "Download: not attempted (download=False)."
+        outcome = "not attempted (download=False)."
     elif os.environ.get("FASTBP_OFFLINE"):
-        outcome = "Download: not attempted (FASTBP_OFFLINE is set)."
+        outcome = "not attempted (FASTBP_OFFLINE is set)."
     elif (problem := _writable_folder_problem(folder)) is not None:
-        outcome = (f"Download: not possible, the folder {folder} is not writable ({problem}). "
+        outcome = (f"not possible, the folder {folder} is not writable ({problem}). "
                    "Set FASTBP_DATA to a writable folder or pass data_dir=.")
     elif failures := _download(name, folder, missing):
-        outcome = "Download failed:\n" + "\n".join(f"    {line}" for line in failures)
+        outcome = ("failed: " + failures[0] if len(failures) == 1
+                   else "failed:\n" + "\n".join(f"    {line}" for line in failures))
     else:
         return _read_idx_set(_idx_files(folder))
     present = [p is not None for p in _idx_files(folder)]   # downloads may have filled some
-    raise DatasetNotFoundError(_not_found_message(name, folder, present, elsewhere, outcome))
+    raise _not_found(name, folder, present, elsewhere, outcome)
 
 
 def _check_split(x, t, x_name, t_name, side, n_classes=10):

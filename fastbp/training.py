@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks, optimizers
+from . import _checks, optimizers, progress
 from .engine import CORES, RULES, TrainingSet, update_rule
 from .kernels import step
 from .threads import limited_blas
@@ -28,6 +28,7 @@ _PROBE_SHARE = 8             # a call trying the other thread count is this much
 UNNORMALISED_ABOVE = 2       # whole-number input beyond this looks like raw pixels or counts
 CHANCE_TOLERANCE = 0.02      # final loss above 98 % of ln(classes): nothing learnt
 _CHANCE_STEPS = 100          # ... judged on the mean of the last this many steps, if fit ran as many
+COMPILE_NOTICE_SECONDS = 0.5  # first calls slower than this are compiling (loading from the cache takes ~0.03 s)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -63,11 +64,18 @@ class EpochRow:
 
 @dataclass
 class History:
-    """What ``fit`` returns: one row per evaluation and the loss of every step."""
+    """What ``fit`` returns: one row per evaluation and the loss of every step.
+
+    The three times add up to fit's time in compiled code: ``compile_seconds`` is that of the
+    first calls, which compile the kernels (seconds, on the first run after installing) or load
+    them from Numba's cache, and take the first step; ``train_seconds`` that of every later SGD
+    step, so ``iterations_per_second`` is the speed of training, whatever the cache held.
+    """
     rows: list = field(default_factory=list)
     loss: np.ndarray = None         # (iters,) batch loss of each step, before its update
-    train_seconds: float = 0.0      # time in the SGD steps alone
+    train_seconds: float = 0.0      # time in the SGD steps after the first
     eval_seconds: float = 0.0       # time spent measuring accuracy
+    compile_seconds: float = 0.0    # the first step and first predictions: compiling or loading kernels
 
     @property
     def train_acc(self):
@@ -77,9 +85,17 @@ class History:
     def test_acc(self):
         return [r.test_acc for r in self.rows]
 
+    def plot(self, title=None):
+        """The loss and accuracy curves as a matplotlib Figure (shown under a notebook cell;
+        ``plt.show()`` or ``.savefig(path)`` in a script). Needs matplotlib: fastbp[plot]."""
+        from .plotting import plot_history
+        return plot_history(self, title)
+
     @property
     def iterations_per_second(self):
-        return len(self.loss) / self.train_seconds if self.train_seconds > 0 else float("inf")
+        """SGD steps per second, the first step (timed with the compiling) left out."""
+        timed = len(self.loss) - 1
+        return timed / self.train_seconds if self.train_seconds > 0 else float("inf")
 
 
 def _data(name, x, t, n_in, n_out, dtype):
@@ -190,7 +206,7 @@ def _optimizer(optimizer, lr):
 
 
 def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_size=100, lr=None,
-        optimizer=None, seed=0, eval_every=None, callback=None):
+        optimizer=None, seed=0, eval_every=None, callback=None, verbose=False):
     """Train ``net`` (TwoLayerNet or MultiLayerNet) in place with mini-batch SGD; return a History.
 
     Each step draws ``batch_size`` rows with replacement (``np.random.choice(train_size,
@@ -209,6 +225,11 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     copies of the data, checked once: changing the arrays passed in (from a callback, say) does not
     change what it reads.
 
+    ``verbose=True`` prints the table ``fastbp train`` prints, a row per evaluation as it comes
+    (on a terminal also the iteration reached between rows), then a closing line with the times;
+    and "compiling kernels (once: ...)" while the first calls compile. The default is
+    quiet, as a library function called in a loop (a sweep, a test) should be.
+
     BLAS runs with ``fastbp.threads.blas_threads()`` threads (default 1; see fastbp/threads.py).
     Raises TrainingDiverged when a loss or a weight becomes NaN or infinite, naming the step and
     the weight. Ctrl-C, or a KeyboardInterrupt from ``callback``, raises TrainingInterrupted (a
@@ -221,6 +242,8 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
         raise TypeError(f"net: expected a TwoLayerNet or MultiLayerNet, got {type(net).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function of one EpochRow, got {type(callback).__name__}")
+    if not isinstance(verbose, (bool, np.bool_)):
+        raise TypeError(f"verbose: expected True or False, got {type(verbose).__name__} {verbose!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
     weights, biases, activation = net.stack()
@@ -256,9 +279,14 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     most = max(1, _BATCH_ENTRIES // batch_size)
     steps, timed = 1, False   # the first call also compiles: one step, and its time says nothing
     done = 0
-    with limited_blas():
+    table = progress.Table() if verbose else None
+    with limited_blas(), progress.after(COMPILE_NOTICE_SECONDS, table and table.compiling) as cold:
         start = time.perf_counter()
         try:
+            # the first predictions compile the evaluation's kernels (or load them): timed apart
+            for data in (train,) if test is None else (train, test):
+                data.hits(0, 1, weights, biases, activation)
+            history.compile_seconds = time.perf_counter() - start
             while done < iters:
                 # steps up to and including the next evaluation point i (i % eval_every == 0, or the last)
                 stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
@@ -295,7 +323,11 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                             if adam_steps is not None:
                                 optimizer.iter = adam_steps
                         raise
-                    history.train_seconds += seconds
+                    if timed:
+                        history.train_seconds += seconds
+                    else:
+                        history.compile_seconds += seconds
+                        cold.cancel()
                     if train.sparse:
                         CORES.record(work, threads, seconds, k, probe)
                     # the rate just measured sets the next call's length; a call cut short by an
@@ -303,6 +335,8 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                     if timed and not probe and (k == steps or seconds > CALL_SECONDS):
                         steps = max(1, min(4 * steps, int(CALL_SECONDS * k / max(seconds, 1e-9)), most))
                     timed = True
+                    if table is not None and done < stop:
+                        table.step(done, iters)
                 tock = time.perf_counter()
                 row = EpochRow(
                     epoch=stop / per_epoch, iteration=stop,
@@ -311,6 +345,8 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                     loss=float(losses[first:stop].mean()), elapsed=time.perf_counter() - start)
                 history.eval_seconds += time.perf_counter() - tock
                 history.rows.append(row)
+                if table is not None:
+                    table.row(row)
                 if callback is not None:
                     callback(row)
         except KeyboardInterrupt as interrupt:
@@ -319,6 +355,8 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
             stopped.history = history
             raise stopped.with_traceback(interrupt.__traceback__) from None
     history.loss = losses[:done]
+    if table is not None:
+        table.done(history, time.perf_counter() - start)
     if (message := _chance_warning(history.loss, n_out, lr)) is not None:
         warnings.warn(message, TrainingWarning, stacklevel=2)
     return history

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastbp.datasets import FILE_NAMES
+
 HERE = Path(__file__).parent
 
 
@@ -43,12 +45,52 @@ def test_train_on_the_shipped_digits_prints_the_epoch_table(tmp_path):
     assert re.search(rf"digits: train acc \d\.\d{{4}}, test acc {final:.4f}", ev.stdout), ev.stdout
 
 
-def test_auto_offline_falls_back_to_the_shipped_digits_and_says_why(tmp_path):
-    out = run("train", "--iters", "20", env={"FASTBP_DATA": str(tmp_path), "FASTBP_OFFLINE": "1"})
+@pytest.mark.slow   # 3,000 steps: minutes with NUMBA_DISABLE_JIT=1
+def test_the_default_run_offline_is_short_says_what_it_trained_on_and_how_to_get_mnist(tmp_path):
+    """`fastbp train` with no data and no network: the shipped digits, a table that fits a
+    screen, the four MNIST files and where they go; nothing made in the data folder."""
+    out = run("train", env={"FASTBP_DATA": str(tmp_path), "FASTBP_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr
-    assert "dataset: the small handwritten-digits set shipped with fastbp" in out.stdout
-    assert "MNIST not found" in out.stdout
-    assert "net: TwoLayerNet 64-50-10 relu, float32" in out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("dataset: digits, the 8x8 handwritten digits shipped with fastbp")
+    assert "  MNIST download not attempted (FASTBP_OFFLINE is set)." in lines
+    assert f"  To use MNIST, put these four files in {tmp_path / 'mnist'}{os.sep}:\n" in out.stdout
+    assert "      " + "  ".join(FILE_NAMES) in lines
+    assert "net: TwoLayerNet 64-50-10 relu, float32" in out.stdout and "iters 3,000," in out.stdout
+    rows = ROW.findall(out.stdout)
+    assert 10 <= len(rows) <= 20 and int(rows[-1][1]) == 3000, out.stdout
+    assert float(rows[-1][3]) > 0.9, out.stdout   # a meaningful run: 0.98 here
+    assert len(lines) <= 30, out.stdout
+    assert lines[-1].startswith("done: 3,000 iterations in ")
+    assert list(tmp_path.iterdir()) == []   # no stray mnist/ folder
+    assert "train on MNIST" not in out.stdout
+
+
+def test_gradcheck_falls_back_without_talking_of_training(tmp_path):
+    out = run("gradcheck", "--hidden", "5", env={"FASTBP_DATA": str(tmp_path), "FASTBP_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "To use MNIST, put these four files in" in out.stdout
+    assert "train on" not in out.stdout and "training" not in out.stdout, out.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mistyped_data_dir_is_not_created(tmp_path):
+    out = run("train", "--data-dir", str(tmp_path / "typo" / "data"), "--iters", "20",
+              env={"FASTBP_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("iters, rows", [("10000", 17), ("300", 21), ("100000", 17)])
+def test_the_table_has_a_row_per_epoch_or_per_few_epochs_on_long_runs(iters, rows):
+    """One epoch of the digits is 15 steps: 10,000 steps would print 668 rows, one per epoch."""
+    from fastbp.cli import table_interval
+    per_epoch = 15
+    every = table_interval(per_epoch, int(iters))
+    assert every % per_epoch == 0
+    # rows after steps 1, 1 + every, ... (0-based i with i % every == 0), and after the last step
+    assert len(range(0, int(iters), every)) + ((int(iters) - 1) % every != 0) == rows
+    assert table_interval(600, 10000) == 600   # MNIST's 10,000 steps: a row per epoch, 18 rows
 
 
 @pytest.mark.slow
@@ -58,7 +100,9 @@ def test_auto_takes_fashion_mnist_when_only_it_is_there(tmp_path, fashion_mnist)
         pytest.fail("FASTBP_DATA must point at a folder holding fashion-mnist/ (see conftest.py)")
     out = run("train", "--iters", "601", "--dataset", "auto", env={"FASTBP_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr
-    assert "dataset: Fashion-MNIST, found locally (MNIST unavailable" in out.stdout
+    assert out.stdout.startswith("dataset: Fashion-MNIST (same shapes as MNIST, clothes instead of "
+                                 "digits), found locally; MNIST is not available:\n")
+    assert f"To use MNIST, put these four files in {data / 'mnist'}{os.sep}:\n" in out.stdout
     rows = ROW.findall(out.stdout)
     assert [int(r[1]) for r in rows] == [1, 601] and float(rows[-1][3]) > 0.75
 
@@ -92,7 +136,7 @@ def test_plot_needs_matplotlib_or_draws_the_curves(tmp_path):
     (["train", "--lr", "-1"], "--lr: expected a positive float, got '-1'"),
     (["train", "--hidden", "50,x"], "--hidden: expected sizes like 50 or 100,50, got '50,x'"),
     (["train", "--dataset", "cifar"], "--dataset: invalid choice: 'cifar'"),
-    (["train", "--dataset", "digits", "--batch-size", "5000"], "batch_size: expected at most the number of training samples (1500), got 5000"),
+    (["train", "--dataset", "digits", "--batch-size", "5000"], "--batch-size: expected at most the number of training samples of digits (1,500), got 5000"),
     (["evaluate", "missing.npz"], "missing.npz: not a net saved by `fastbp train --save`"),
 ])
 def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
@@ -100,6 +144,7 @@ def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+    assert "epoch" not in out.stdout and "net:" not in out.stdout   # refused before the run
 
 
 def test_bench_prints_every_path_for_both_nets():
@@ -122,6 +167,54 @@ def test_bench_prints_every_path_for_both_nets():
     for _, label in STAGES:
         assert out.stdout.count(f"  {label} ") == 4, (label, out.stdout)
     assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 4, out.stdout
+
+
+def test_version():
+    import fastbp
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith(f"fastbp {fastbp.__version__} (Python ")
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["gradcheck"], ["bench"],
+                                     ["book-compare"]])
+def test_help_shows_the_defaults_and_no_markup(command):
+    out = run(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "``" not in out.stdout
+    if command == ["train"]:
+        text = " ".join(out.stdout.split())
+        for default in ("(default: auto)", "(default: 50)", "(default: relu)", "(default: 0)",
+                        "(default: kernels)", "(default: 100)", "(default: 0.1)",
+                        "(default: float32)", "(default: 10000 on MNIST"):
+            assert default in text, (default, out.stdout)
+        assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.slow   # 3,000 steps, twice
+def test_progress_uses_carriage_returns_only_on_a_terminal():
+    """Between two rows a terminal shows the iteration reached, redrawn in place; a log gets the
+    rows alone."""
+    pty = pytest.importorskip("pty")
+    args = ["train", "--dataset", "digits", "--iters", "3000", "--eval-every", "3000"]
+    piped = run(*args)
+    assert piped.returncode == 0 and "\r" not in piped.stdout + piped.stderr
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: fastbp on a terminal
+        os.execv(sys.executable, [sys.executable, "-m", "fastbp", *args])
+    seen = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 600)
+        try:
+            chunk = os.read(fd, 4096) if ready else b""
+        except OSError:   # the child is gone
+            chunk = b""
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"of 3,000 iterations)\r" in seen and b"done: 3,000 iterations" in seen
 
 
 def test_console_script_is_installed():

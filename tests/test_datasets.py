@@ -1,16 +1,23 @@
 """fastbp.datasets: IDX parsing, the search order, downloads, and the real data sets.
 
-Everything except the real-data tests runs on tiny IDX files written to tmp_path; downloads use
-``file://`` mirrors, so no test touches the network.
+Everything except the real-data tests runs on tiny IDX files written to tmp_path; downloads come
+from HTTP servers on 127.0.0.1 started by the tests, so no test touches the network.
 """
+import functools
 import gzip
 import hashlib
+import http.server
 import os
 import pickle
+import socket
 import struct
-import urllib.request
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
+import platformdirs
 import pytest
 
 from fastbp import datasets
@@ -56,22 +63,67 @@ def no_network(*args, **kwargs):
     raise AssertionError("no download may be attempted here")
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        self.server.requests.append((self.command, self.path))
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """serve(folder) -> (base URL of an HTTP server on 127.0.0.1 serving ``folder``, the list of
+    (method, path) it was asked for)."""
+    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    servers = []
+
+    def start(folder):
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+        server.requests = []
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/", server.requests
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def refused_url():
+    """A URL on 127.0.0.1 where nothing listens: the connection is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+@pytest.fixture
+def silent_url():
+    """A URL whose server takes the connection and never answers (a network that swallows packets
+    looks the same from here)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)   # connections complete in the backlog, nobody reads them
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """Mirrors that cannot answer, and no Debian copy of Fashion-MNIST."""
-    nowhere = (tmp_path / "no-such-mirror").as_uri() + "/"
+    nowhere = refused_url()
     monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [nowhere], "fashion-mnist": [nowhere]})
     monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
 
 
 @pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    """A ``file://`` mirror holding a tiny MNIST, with SHA256 set to its files' hashes."""
+def mirror(tmp_path, monkeypatch, serve):
+    """An HTTP mirror holding a tiny MNIST, with SHA256 set to its files' hashes."""
     folder = tmp_path / "mirror"
     arrays = make_set(folder, seed=7)
     sums = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FILE_NAMES}
+    url, _ = serve(folder)
     monkeypatch.setattr(datasets, "SHA256", {"mnist": sums})
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [folder.as_uri() + "/"]})
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [url]})
     return folder, arrays, dict(sums)
 
 
@@ -267,10 +319,9 @@ def test_default_data_dir_order(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path / "xdg" / "fastbp"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_data_dir() == tmp_path / "home" / ".cache" / "fastbp"
-    monkeypatch.setattr(datasets.sys, "platform", "win32")
-    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
-    assert default_data_dir() == tmp_path / "local" / "fastbp"
+    assert default_data_dir() == Path(platformdirs.user_cache_dir("fastbp", appauthor=False))
+    if sys.platform.startswith("linux"):
+        assert default_data_dir() == tmp_path / "home" / ".cache" / "fastbp"
 
 
 def test_default_data_dir_rejects_non_paths():
@@ -281,7 +332,7 @@ def test_default_data_dir_rejects_non_paths():
 def test_fastbp_data_env_is_used(monkeypatch, tmp_path):
     raw = make_set(tmp_path / "from-env" / "mnist", n_train=2)
     monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "from-env"))
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(datasets, "_download", no_network)
     (x_train, t_train), _ = load_mnist()
     assert x_train.shape == (2, 784)
     np.testing.assert_array_equal(t_train, raw[TRAIN_LBL])
@@ -296,7 +347,7 @@ def test_book_pickle(tmp_path, monkeypatch, where):
             "test_label": np.array([5, 1], np.uint8)}
     (tmp_path / where).parent.mkdir(exist_ok=True)
     (tmp_path / where).write_bytes(pickle.dumps(book))
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(datasets, "_download", no_network)
     (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False, one_hot_label=True,
                                                       data_dir=tmp_path)
     assert x_train.shape == (4, 1, 28, 28) and x_train.dtype == np.float32
@@ -403,7 +454,7 @@ def test_debian_fashion_mnist_folder(tmp_path, monkeypatch):
     raw = make_set(tmp_path / "usr-share" / "fashion-mnist", n_train=6)
     monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST_DIR",
                         tmp_path / "usr-share" / "fashion-mnist")
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(datasets, "_download", no_network)
     (x_train, t_train), _ = load_fashion_mnist(data_dir=tmp_path / "empty")
     assert x_train.shape == (6, 784)
     np.testing.assert_array_equal(t_train, raw[TRAIN_LBL])
@@ -427,15 +478,16 @@ def test_offline_without_files_gives_one_clear_error(tmp_path, offline, download
     assert str(tmp_path / "data" / "mnist.pkl") in message
     assert "FASTBP_DATA" in message and "data_dir" in message
     if download:
-        assert "Download failed" in message and "no-such-mirror" in message
-        assert "downloading train-images-idx3-ubyte.gz from" in capsys.readouterr().err
+        assert "Download: failed: no network? No mirror could be reached (127.0.0.1:" in message
+        assert "Connection refused" in message and "Set FASTBP_OFFLINE=1" in message
+        assert capsys.readouterr().err == ""   # no download began: no progress line
     else:
         assert "not attempted (download=False)" in message
     assert leftovers(tmp_path / "data" / "mnist") == [TEST_LBL]
 
 
 def test_fastbp_offline_skips_the_download(tmp_path, mirror, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(datasets, "_download", no_network)
     monkeypatch.setenv("FASTBP_OFFLINE", "1")
     with pytest.raises(DatasetNotFoundError, match=r"not attempted \(FASTBP_OFFLINE is set\)"):
         load_mnist(data_dir=tmp_path / "data")
@@ -456,31 +508,35 @@ def test_offline_fashion_mnist_names_debian_folder(tmp_path, offline):
 
 def test_download_fills_missing_files(tmp_path, mirror, monkeypatch, capsys):
     folder, arrays, sums = mirror
-    nowhere = (tmp_path / "dead").as_uri() + "/"
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [nowhere, folder.as_uri() + "/"]})
+    url = datasets.MIRRORS["mnist"][0]
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [refused_url(), url]})
     target = tmp_path / "data" / "mnist"
     target.mkdir(parents=True)
     (target / TRAIN_LBL).write_bytes((folder / TRAIN_LBL).read_bytes())   # already there
-    opened = []
-    real_urlopen = urllib.request.urlopen
-
-    def spy(url, timeout=None):
-        opened.append((url, timeout))
-        return real_urlopen(url, timeout=timeout)
-
-    monkeypatch.setattr(urllib.request, "urlopen", spy)
     (x_train, t_train), (x_test, t_test) = load_mnist(normalize=False, data_dir=tmp_path / "data")
     np.testing.assert_array_equal(x_test.reshape(-1, 28, 28), arrays[TEST_IMG])
     np.testing.assert_array_equal(t_train, arrays[TRAIN_LBL])
     assert leftovers(target) == sorted(FILE_NAMES)   # no temporary files left
     for name in FILE_NAMES:
         assert hashlib.sha256((target / name).read_bytes()).hexdigest() == sums[name]
-    fetched = [url.rsplit("/", 1)[1] for url, _ in opened if url.startswith(folder.as_uri())]
-    assert sorted(fetched) == sorted([TRAIN_IMG, TEST_IMG, TEST_LBL])
-    assert all(timeout == datasets.DOWNLOAD_TIMEOUT for _, timeout in opened)
     err = capsys.readouterr().err
-    assert f"downloading {TRAIN_IMG} from {folder.as_uri()}/ ... 0.0 MB" in err
-    assert f"downloading {TRAIN_LBL}" not in err
+    # not a terminal: each file's progress line is written once, whole, and without \r
+    assert f"downloading {TRAIN_IMG} (MNIST) from {url}: 0.0 MB, SHA-256 checked\n" in err
+    assert f"downloading {TRAIN_LBL}" not in err and "\r" not in err
+
+
+def test_download_asks_first_then_fetches_only_what_is_missing(tmp_path, serve, monkeypatch):
+    folder = tmp_path / "mirror"
+    make_set(folder, seed=7)
+    url, requests = serve(folder)
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [url]})
+    monkeypatch.setattr(datasets, "SHA256", {"mnist": {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FILE_NAMES}})
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    (tmp_path / "data" / "mnist" / TEST_LBL).write_bytes((folder / TEST_LBL).read_bytes())
+    load_mnist(data_dir=tmp_path / "data")
+    assert requests == [("HEAD", "/" + TRAIN_IMG), ("GET", "/" + TRAIN_IMG),
+                        ("GET", "/" + TRAIN_LBL), ("GET", "/" + TEST_IMG)]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
@@ -502,42 +558,93 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, mirror, monkeypatch):
     with pytest.raises(DatasetNotFoundError) as info:
         load_mnist(data_dir=tmp_path / "data")
     message = str(info.value)
-    assert f"SHA-256 mismatch for {TRAIN_IMG}" in message
-    assert f"expected {wrong}" in message and f"received {sums[TRAIN_IMG]}" in message
-    assert leftovers(tmp_path / "data" / "mnist") == []   # neither the final name nor a .part
+    assert f"hash of downloaded file ({TRAIN_IMG}) does not match" in message
+    assert f"expected sha256:{wrong}" in message and f"got {sums[TRAIN_IMG]}" in message
+    # neither the final name nor a temporary file, nor the folders made to hold them
+    assert not (tmp_path / "data").exists()
 
 
-def test_checksum_mismatch_tries_the_next_mirror(tmp_path, mirror, monkeypatch):
+def test_checksum_mismatch_tries_the_next_mirror(tmp_path, mirror, monkeypatch, serve):
     folder, arrays, _ = mirror
     bad = tmp_path / "bad-mirror"
     make_set(bad, seed=99)   # same names, other bytes
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [bad.as_uri() + "/", folder.as_uri() + "/"]})
+    bad_url, _ = serve(bad)
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [bad_url, datasets.MIRRORS["mnist"][0]]})
     (_, t_train), _ = load_mnist(data_dir=tmp_path / "data")
     np.testing.assert_array_equal(t_train, arrays[TRAIN_LBL])
     assert leftovers(tmp_path / "data" / "mnist") == sorted(FILE_NAMES)
 
 
 def test_interrupted_download_leaves_no_partial_file(tmp_path, mirror, monkeypatch):
-    class Response:
-        def __init__(self):
-            self.chunks = 0
+    def ctrl_c(self, size):   # pooch calls it after writing the first piece
+        raise KeyboardInterrupt
 
-        def read(self, size):
-            self.chunks += 1
-            if self.chunks > 1:
-                raise KeyboardInterrupt
-            return b"\x1f\x8b" + b"x" * 100
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Response())
+    monkeypatch.setattr(datasets._Bar, "update", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         load_mnist(data_dir=tmp_path / "data")
-    assert leftovers(tmp_path / "data" / "mnist") == []
+    assert not (tmp_path / "data").exists()
+
+
+def test_no_network_fails_fast_and_says_so(tmp_path, monkeypatch, silent_url):
+    """Mirrors that never answer (a network that drops packets) and refuse: one wait of
+    CONNECT_SECONDS in all, not a timeout per mirror and file. The time bound is loose, only to
+    catch a hang."""
+    monkeypatch.setattr(datasets, "CONNECT_SECONDS", 1)
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [silent_url, refused_url()]})
+    monkeypatch.delenv("FASTBP_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(data_dir=tmp_path / "data")
+    seconds = time.monotonic() - start
+    assert seconds < 15, seconds
+    message = str(info.value)
+    assert "no network? No mirror could be reached" in message
+    assert "no answer within 1 s" in message and "Connection refused" in message
+    assert "Set FASTBP_OFFLINE=1 to skip the download" in message
+    assert info.value.outcome.startswith("failed: no network?") and len(info.value.missing) == 4
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_name_lookup_that_hangs_is_bounded_too(tmp_path, monkeypatch):
+    """No socket timeout covers the name lookup; the mirrors are asked from threads, waited for
+    CONNECT_SECONDS in all."""
+    release = threading.Event()
+
+    def lookup_that_hangs(*args, **kwargs):
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(datasets, "CONNECT_SECONDS", 1)
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": ["http://mirror.invalid/"]})
+    monkeypatch.setattr(socket, "getaddrinfo", lookup_that_hangs)
+    monkeypatch.delenv("FASTBP_OFFLINE", raising=False)
+    start = time.monotonic()
+    try:
+        with pytest.raises(DatasetNotFoundError, match=r"mirror.invalid: no answer within 1 s"):
+            load_mnist(data_dir=tmp_path / "data")
+        assert time.monotonic() - start < 15
+    finally:
+        release.set()
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("how", ["offline", "no network", "download=False", "FASTBP_OFFLINE"])
+def test_a_failed_search_makes_no_folder(tmp_path, monkeypatch, how):
+    """Not in a mistyped data_dir, not in FASTBP_DATA's folder: folders exist only to hold files."""
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [refused_url()],
+                                              "fashion-mnist": [refused_url()]})
+    monkeypatch.delenv("FASTBP_OFFLINE", raising=False)
+    if how == "FASTBP_OFFLINE":
+        monkeypatch.setenv("FASTBP_OFFLINE", "1")
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "env"))
+    for loader in (load_mnist, load_fashion_mnist):
+        for data_dir in (tmp_path / "typo" / "deeper", None):
+            with pytest.raises(DatasetNotFoundError):
+                loader(data_dir=data_dir, download=how != "download=False")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env"]
+    assert list((tmp_path / "env").iterdir()) == []
 
 
 def test_unwritable_data_folder(tmp_path, offline, monkeypatch):
@@ -555,7 +662,7 @@ def test_unwritable_data_folder(tmp_path, offline, monkeypatch):
         data_dir = tmp_path / "afile" / "sub"
     else:
         data_dir = locked
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(datasets, "_download", no_network)
     try:
         with pytest.raises(DatasetNotFoundError) as info:
             load_mnist(data_dir=data_dir)

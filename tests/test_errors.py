@@ -7,8 +7,10 @@ The messages name the argument, what was expected and what was received, as ``fa
 promises. Accepted-but-converted input (integer and float16 data, non-contiguous and read-only
 arrays) is checked after the table; so is the promise that a refused call leaves a layer as it was.
 """
+import functools
 import gzip
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,15 +126,30 @@ def write_file(env, name, data):
     return path
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 def load_with_wrong_checksum(env):
-    """Download MNIST from a file:// mirror whose train images do not match the table's SHA-256."""
+    """Download MNIST from an HTTP mirror on 127.0.0.1 whose train images do not match the
+    table's SHA-256."""
     mirror = write_set(env.tmp_path / "mirror", seed=7)
     sums = {name: hashlib.sha256((mirror / name).read_bytes()).hexdigest() for name in FILE_NAMES}
     sums[TRAIN_IMG] = "0" * 64
-    env.monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [mirror.as_uri() + "/"]})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        _QuietHandler, directory=str(mirror)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        env.monkeypatch.delenv(proxy, raising=False)
+    env.monkeypatch.setattr(datasets, "MIRRORS", {"mnist": [f"http://127.0.0.1:{server.server_address[1]}/"]})
     env.monkeypatch.setattr(datasets, "SHA256", {"mnist": sums})
     env.monkeypatch.delenv("FASTBP_OFFLINE", raising=False)
-    return load_mnist(data_dir=env.tmp_path / "data")
+    try:
+        return load_mnist(data_dir=env.tmp_path / "data")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def load_missing(env, loader=load_mnist, **kwargs):
@@ -410,7 +428,7 @@ CASES = [
                  ValueError, TRAIN_IMG + r": IDX type code 0x0d \(float32\) is not supported",
                  id="load_fashion_mnist: wrong type code"),
     pytest.param(lambda env: load_with_wrong_checksum(env),
-                 DatasetNotFoundError, r"SHA-256 mismatch for train-images-idx3-ubyte.gz: expected 0{64}, received [0-9a-f]{64}",
+                 DatasetNotFoundError, r"hash of downloaded file \(train-images-idx3-ubyte.gz\) does not match the known hash: expected sha256:0{64} but got [0-9a-f]{64}",
                  id="load_mnist: checksum mismatch on download"),
     pytest.param(lambda env: load_missing(env, download=False),
                  DatasetNotFoundError, r"MNIST not found. Put these four files in .*no-such-folder",

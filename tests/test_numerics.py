@@ -261,6 +261,7 @@ def test_relu_at_zero_negative_zero_and_denormals(backend, dtype):
 # training: float32 stays finite, divergence is reported
 
 
+@pytest.mark.slow   # 2,000 steps on 60,000 images: hours as Python, since fit's sparse kernels are loops
 def test_float32_training_on_fashion_mnist_stays_finite(fashion_mnist):
     (x_train, t_train), (x_test, t_test) = fashion_mnist
     np.random.seed(0)

@@ -59,9 +59,10 @@ class Fit:
         self._fit()
 
     def track_us_per_iteration(self, backend, net):
-        """Microseconds per SGD step from History.train_seconds (evaluation excluded)."""
+        """Microseconds per SGD step from History.iterations_per_second (evaluation and the
+        first call, which compiles or loads the kernels, excluded)."""
         history = self._fit()
-        return 1e6 * history.train_seconds / len(history.loss)
+        return 1e6 / history.iterations_per_second
 
     track_us_per_iteration.unit = "us/iteration"
 
