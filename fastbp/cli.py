@@ -1,4 +1,4 @@
-"""The ``fastbp`` command: train, evaluate, gradcheck, bench, book-compare, graph.
+"""The ``fastbp`` command: train, evaluate, gradcheck, bench, book-compare, graph, sweep.
 
     fastbp train                      # MNIST if it can be had, else Fashion-MNIST, else the shipped digits
     fastbp train --dataset fashion-mnist --hidden 100 --iters 20000 --plot curves.png --save net.npz
@@ -7,6 +7,7 @@
     fastbp bench
     fastbp book-compare path/to/deep-learning-from-scratch
     fastbp graph apple -o apple.svg
+    fastbp sweep --trials 100 --csv sweep.csv --plot sweep.png
 """
 import argparse
 import json
@@ -332,9 +333,10 @@ def parser():
                    help="also show where a step of fit goes, stage by stage")
     b.set_defaults(run=cmd_bench)
 
-    from . import bookcompare, graph  # their own modules; only their argparse wiring here
+    from . import bookcompare, graph, sweep  # their own modules; only their argparse wiring here
     bookcompare.add_command(sub)
     graph.add_command(sub)
+    sweep.add_command(sub)
     return p
 
 
