@@ -295,9 +295,11 @@ def profile_step(sizes, x, t, iters, dtype, threads, repeats=7):
     losses = np.zeros(iters)
     seconds = {stage: [] for stage, _ in STAGES}
 
+    update = step.plain_sgd(LR, weights, biases)
+
     def run(stage, rows):
         step._sgd_csr_step_stages(indptr, columns, values, split, t, rows, weights, biases,
-                                  activation, LR, losses, threads, stage)
+                                  activation, update, losses, threads, stage)
 
     run(step.BIASES, batches[:2])
     for _ in range(repeats):

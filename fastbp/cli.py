@@ -53,12 +53,13 @@ def load_dataset(name, data_dir=None, say=print):
     return "digits", *datasets.load_digits()
 
 
-def build_net(input_size, hidden, output_size, activation, dtype, weight_init_std=None):
-    if len(hidden) == 1 and activation == "relu" and weight_init_std is None:
+def build_net(input_size, hidden, output_size, activation, dtype, weight_init_std=None,
+              weight_decay=0.0):
+    if len(hidden) == 1 and activation == "relu" and weight_init_std is None and not weight_decay:
         return TwoLayerNet(input_size, hidden[0], output_size, dtype=dtype)
     return MultiLayerNet(input_size, hidden, output_size, activation=activation,
                          weight_init_std="auto" if weight_init_std is None else weight_init_std,
-                         dtype=dtype)
+                         weight_decay_lambda=weight_decay, dtype=dtype)
 
 
 def _hidden(text):
@@ -69,6 +70,16 @@ def _hidden(text):
     if not sizes or min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
     return sizes
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def _positive(kind):
@@ -111,17 +122,21 @@ def cmd_train(args):
     name, (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, args.data_dir)
     dtype = np.dtype(args.dtype)
     np.random.seed(args.seed)
-    net = build_net(x_train.shape[1], args.hidden, int(t_train.max()) + 1, args.activation, dtype)
+    net = build_net(x_train.shape[1], args.hidden, int(t_train.max()) + 1, args.activation, dtype,
+                    weight_decay=args.weight_decay)
+    decay = f", weight decay {args.weight_decay}" if args.weight_decay else ""
     print(f"net: {type(net).__name__} {x_train.shape[1]}-{'-'.join(map(str, args.hidden))}-"
           f"{net.params[f'W{len(args.hidden) + 1}'].shape[1]} {args.activation}, {dtype}; "
           f"{len(x_train):,} train / {len(x_test):,} test samples; iters {args.iters}, "
-          f"batch {args.batch_size}, lr {args.lr}, seed {args.seed}, backend {args.backend}")
+          f"batch {args.batch_size}, {args.optimizer} lr {args.lr}{decay}, seed {args.seed}, "
+          f"backend {args.backend}")
     print(HEADER, flush=True)
     start = time.perf_counter()
     try:
         with use_backend(args.backend):
             history = fit(net, x_train, t_train, x_test, t_test, iters=args.iters,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                          seed=args.seed,
                           callback=lambda row: print(format_row(row), flush=True))
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
@@ -300,6 +315,11 @@ def parser():
     t.add_argument("--iters", type=_positive(int), default=10000)
     t.add_argument("--batch-size", type=_positive(int), default=100)
     t.add_argument("--lr", type=_positive(float), default=0.1)
+    t.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+                   default="sgd", help="the book's chapter 6 update rules (their other settings: the "
+                                       "book's defaults)")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="LAMBDA",
+                   help="L2 weight decay, as the book's MultiLayerNet(weight_decay_lambda=)")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy curves (needs matplotlib); "
                                                       ".png is added when there is no suffix")

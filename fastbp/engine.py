@@ -15,7 +15,9 @@ import time
 import numba
 import numpy as np
 
+from . import optimizers
 from .backend import get_backend, ops
+from .kernels import step
 from .threads import threads_setting
 
 # The sparse layout wins below this share of nonzeros (measured: MNIST's 19 % and Fashion-MNIST's
@@ -44,13 +46,13 @@ class TrainingSet:
         else:
             self.x = np.array(x, copy=True)
 
-    def sgd_steps(self, batches, weights, biases, activation, lr, losses, threads):
-        """One SGD step per row of batches, as kernels.sgd_steps (in place)."""
+    def sgd_steps(self, batches, weights, biases, activation, update, losses, threads):
+        """One training step per row of batches, as kernels.sgd_steps (in place)."""
         if self.sparse:
             ops().sgd_steps_csr(self.indptr, self.columns, self.values, self.split, self.t, batches,
-                                weights, biases, activation, lr, losses, threads)
+                                weights, biases, activation, update, losses, threads)
         else:
-            ops().sgd_steps(self.x, self.t, batches, weights, biases, activation, lr, losses)
+            ops().sgd_steps(self.x, self.t, batches, weights, biases, activation, update, losses)
 
     def predict_labels(self, start, stop, weights, biases, activation):
         """The net's class for rows start:stop."""
@@ -63,6 +65,37 @@ class TrainingSet:
         """How many of rows start:stop the net classifies right."""
         labels = self.predict_labels(start, stop, weights, biases, activation)
         return int(np.count_nonzero(labels == self.t[start:stop]))
+
+
+# The book's optimizers as the compiled steps' update rules (exact classes: Nesterov is a Momentum).
+RULES = {optimizers.SGD: step.SGD, optimizers.Momentum: step.MOMENTUM,
+         optimizers.Nesterov: step.NESTEROV, optimizers.AdaGrad: step.ADAGRAD,
+         optimizers.RMSprop: step.RMSPROP, optimizers.Adam: step.ADAM}
+
+
+def update_rule(optimizer, weights, biases, weight_decay):
+    """The kernels' update tuple (rule, hyper, w_state, b_state) for one of the book's optimizers
+    training weights W1.. and biases b1.. (a net's params), with its own state arrays (created as
+    its update() would, zeros, when it has none yet): the compiled steps update them in place, so
+    the optimizer holds the state of the training afterwards. Adam's ``iter`` is the caller's
+    to advance by the steps taken."""
+    rule = RULES[type(optimizer)]
+    a = getattr(optimizer, "momentum", getattr(optimizer, "decay_rate", getattr(optimizer, "beta1", 0.0)))
+    hyper = np.array([optimizer.lr, a, getattr(optimizer, "beta2", 0.0), weight_decay,
+                      getattr(optimizer, "iter", 0)], dtype=np.float64)
+    layers = len(weights)
+    names = optimizer.state + (None,) * (2 - len(optimizer.state))   # two slots, as the kernels take
+    w_state, b_state = [], []
+    for name in names:
+        for i, (W, b) in enumerate(zip(weights, biases), start=1):
+            if name is None:
+                w_state.append(np.empty((0, 0), W.dtype))
+                b_state.append(np.empty(0, W.dtype))
+            else:
+                w_state.append(optimizer._state(name, f"W{i}", W, W.dtype))
+                b_state.append(optimizer._state(name, f"b{i}", b, b.dtype))
+    assert len(w_state) == 2 * layers
+    return rule, hyper, tuple(w_state), tuple(b_state)
 
 
 def _available_cores():

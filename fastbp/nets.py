@@ -158,9 +158,6 @@ class _Net:
         the shape every net here has is accepted: Affine, activation, Affine, ..., Affine, all
         activations of one kind, SoftmaxWithLoss on top.
         """
-        if self.weight_decay_lambda:  # the compiled step knows no weight decay (yet)
-            raise ValueError(f"fit: expected a net without weight decay, got weight_decay_lambda="
-                             f"{self.weight_decay_lambda}; train it with fastbp.Trainer or the book's loop")
         layers = list(self.layers.values())
         kinds = {type(layer) for layer in layers[1::2]}
         plain = (all(isinstance(layer, Affine) for layer in layers[0::2]) and len(layers) % 2 == 1

@@ -206,13 +206,15 @@ def predict_labels(x, weights, biases, activation):
     return np.argmax(h, axis=1).astype(np.int64)
 
 
-def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
-    """One SGD step per row of batches (S, B), layer by layer as the book's TwoLayerNet does it.
+def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
+    """One training step per row of batches (S, B), layer by layer as the book's nets and loop do.
 
     Step s takes rows batches[s] of x (M, D) and labels t (M,), runs forward and backward, stores the
-    batch loss (before the update) in losses[s] and updates weights[i] and biases[i] in place:
-    W -= lr * dW, b -= lr * db.
+    batch loss (before the update) in losses[s], adds weight decay to every dW and updates
+    weights[i] and biases[i] in place by the ``update`` rule (rule, hyper, w_state, b_state; see
+    kernels/step.py): SGD W -= lr * dW, or one of the book's optimizers.
     """
+    rule, hyper, w_state, b_state = update
     last = len(weights) - 1
     for s in range(batches.shape[0]):
         rows = batches[s]
@@ -232,14 +234,13 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
         loss, y = softmax_cross_entropy(h, t[rows])
         losses[s] = loss
         dout = softmax_cross_entropy_backward(y, t[rows])
+        grads = [None] * (last + 1)
         for layer in range(last, -1, -1):
             if layer > 0:
                 dx, dW, db = affine_backward(inputs[layer], weights[layer], dout)
             else:
                 dW, db = affine_backward_params(inputs[layer], dout)
-            W, b = weights[layer], biases[layer]  # the caller's arrays, updated in place
-            W -= lr * dW
-            b -= lr * db
+            grads[layer] = (dW + hyper[3] * weights[layer] if hyper[3] else dW, db)
             if layer > 0:
                 cache = caches[layer - 1]
                 if activation == RELU:
@@ -248,6 +249,30 @@ def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
                     dout = sigmoid_backward(dx, cache)
                 else:
                     dout = tanh_backward(dx, cache)
+        _update(rule, hyper, hyper[4] + s + 1, weights, biases, grads, w_state, b_state)
+
+
+_STATE_SLOTS = (0, 1, 1, 1, 1, 2)   # state arrays per parameter of each rule (kernels/step.py)
+
+
+def _update(rule, hyper, iteration, weights, biases, grads, w_state, b_state):
+    """The book's optimizer.update over every parameter (W1 b1 W2 b2 ...) at once."""
+    rules = (sgd_update, momentum_update, nesterov_update, adagrad_update, rmsprop_update,
+             adam_update)
+    layers = len(weights)
+    params, flat_grads = [], []
+    slots = [[] for _ in range(_STATE_SLOTS[rule])]
+    for layer in range(layers):
+        for p, g, state in ((weights[layer], grads[layer][0], w_state),
+                            (biases[layer], grads[layer][1], b_state)):
+            params.append(p.reshape(-1))
+            flat_grads.append(g.reshape(-1).astype(p.dtype))
+            for slot, kept in enumerate(slots):
+                kept.append(state[slot * layers + layer].reshape(-1))
+    hyper_args = {0: (hyper[0],), 1: (hyper[0], hyper[1]), 2: (hyper[0], hyper[1]),
+                  3: (hyper[0],), 4: (hyper[0], hyper[1]),
+                  5: (hyper[0], hyper[1], hyper[2], iteration)}[rule]
+    rules[rule](tuple(params), tuple(flat_grads), *(tuple(k) for k in slots), *hyper_args)
 
 
 # --- Sparse rows (CSR): row i's nonzeros are values[indptr[i]:indptr[i + 1]] at those columns ----
@@ -286,12 +311,12 @@ def predict_labels_csr(indptr, columns, values, weights, biases, activation):
                           activation)
 
 
-def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, lr,
+def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, update,
                   losses, threads):
     """sgd_steps with the training inputs x (M, D) given as CSR; ``split`` and ``threads`` say how
     the kernel divides the first layer's work and change nothing in the result."""
     x = _densify(indptr, columns, values, weights[0].shape[0])
-    sgd_steps(x, t, batches, weights, biases, activation, lr, losses)
+    sgd_steps(x, t, batches, weights, biases, activation, update, losses)
 
 
 # --- Whole nets through the book's API: labels, forward, loss, gradient -------------------------

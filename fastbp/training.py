@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks
-from .engine import CORES, TrainingSet
+from . import _checks, optimizers
+from .engine import CORES, RULES, TrainingSet, update_rule
+from .kernels import step
 from .threads import limited_blas
 
 CALL_SECONDS = 0.15          # target length of one compiled call, i.e. the longest wait for Ctrl-C
@@ -135,18 +136,22 @@ def _chance_warning(losses, classes, lr):
             f"(lr={lr:g} now), normalised input, or a smaller weight_init_std")
 
 
-def _divergence(data, batches, weights, biases, activation, lr, first, snapshot):
+def _divergence(data, batches, weights, biases, activation, update, lr, first, tracked, snapshot):
     """TrainingDiverged for the first step of a diverged call (steps first, first + 1, ...) whose
     loss is not finite, or after which a weight is not: the call replayed step by step from
-    ``snapshot``, the parameters as they were before it (a step's result does not depend on how
-    many steps a call takes)."""
+    ``snapshot``, the parameters and optimizer state (``tracked``) as they were before it (a
+    step's result does not depend on how many steps a call takes)."""
     params = [*weights, *biases]
     names = [f"W{i}" for i in range(1, len(weights) + 1)] + [f"b{i}" for i in range(1, len(biases) + 1)]
-    for p, before in zip(params, snapshot):
-        np.copyto(p, before)
+    for a, before in zip(tracked, snapshot):
+        np.copyto(a, before)
     loss = np.zeros(1)
+    rule, hyper, w_state, b_state = update
     for s in range(len(batches)):
-        data.sgd_steps(batches[s:s + 1], weights, biases, activation, lr, loss, 1)
+        hyper_s = hyper.copy()
+        hyper_s[step.ITERATION] += s   # Adam's step count, as in the call
+        data.sgd_steps(batches[s:s + 1], weights, biases, activation, (rule, hyper_s, w_state, b_state),
+                       loss, 1)
         what = None if np.isfinite(loss[0]) else f"the loss became {loss[0]}"
         for name, p in zip(names, params):
             if what is None and not np.isfinite(p).all():
@@ -160,12 +165,42 @@ def _divergence(data, batches, weights, biases, activation, lr, first, snapshot)
                             "learning rate")
 
 
-def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_size=100, lr=0.1,
-        seed=0, eval_every=None, callback=None):
+# The book's optimizer names (its Trainer's, 'rmsprpo' its spelling) -> fastbp.optimizers classes.
+OPTIMIZERS = {"sgd": optimizers.SGD, "momentum": optimizers.Momentum, "nesterov": optimizers.Nesterov,
+              "adagrad": optimizers.AdaGrad, "rmsprop": optimizers.RMSprop,
+              "rmsprpo": optimizers.RMSprop, "adam": optimizers.Adam}
+
+
+def _optimizer(optimizer, lr):
+    """The optimizer fit trains with: an instance of fastbp.optimizers (its lr), or a name of one
+    made with lr (default 0.1, the book's chapter 5 rate), or None for plain SGD."""
+    if optimizer is None or isinstance(optimizer, str):
+        name = "sgd" if optimizer is None else optimizer.lower()
+        if name not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)} or an optimizer of "
+                             f"fastbp.optimizers, got {optimizer!r}")
+        return OPTIMIZERS[name](lr=0.1 if lr is None else _checks.positive_float("lr", lr))
+    if type(optimizer) not in RULES:
+        raise TypeError(f"optimizer: expected a name or one of fastbp's {', '.join(c.__name__ for c in RULES)}, "
+                        f"got {type(optimizer).__name__}")
+    if lr is not None:
+        raise ValueError(f"lr: give the learning rate to the optimizer ({type(optimizer).__name__}"
+                         f"(lr=...)), not to fit as well; got lr={lr!r}")
+    return optimizer
+
+
+def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_size=100, lr=None,
+        optimizer=None, seed=0, eval_every=None, callback=None):
     """Train ``net`` (TwoLayerNet or MultiLayerNet) in place with mini-batch SGD; return a History.
 
     Each step draws ``batch_size`` rows with replacement (``np.random.choice(train_size,
-    batch_size)`` in the seeds), takes the gradient and applies ``W -= lr * dW``. After step
+    batch_size)`` in the book's loop), takes the gradient and updates the weights: ``W -= lr * dW``
+    by default, or by ``optimizer``, one of the book's chapter 6 rules, by name ("sgd",
+    "momentum", "nesterov", "adagrad", "rmsprop", "adam"; made with ``lr``, default 0.1, and the
+    book's other defaults) or as an instance of fastbp.optimizers (its own lr; its state, e.g.
+    Adam's m, v and iter, is used and left as the training ends, so a later fit goes on from it).
+    A MultiLayerNet's ``weight_decay_lambda`` adds lambda * W to every dW, as the book's
+    ``gradient``; the losses recorded are the cross-entropy, without its 0.5 lambda sum W^2. After step
     ``i`` (0-based) with ``i % eval_every == 0``, and after the last step, train and test accuracy
     are measured and a row is added (``callback(row)`` is called with it, e.g. to print).
     ``eval_every`` defaults to one epoch, ``max(train_size // batch_size, 1)`` steps, so the rows
@@ -204,7 +239,9 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
     if batch_size > x.shape[0]:
         raise ValueError(f"batch_size: expected at most the number of training samples "
                          f"({x.shape[0]}), got {batch_size}")
-    lr = _checks.positive_float("lr", lr)
+    optimizer = _optimizer(optimizer, lr)
+    lr = optimizer.lr
+    decay = float(getattr(net, "weight_decay_lambda", 0) or 0)
     per_epoch = max(x.shape[0] // batch_size, 1)
     eval_every = per_epoch if eval_every is None else _checks.positive_int("eval_every", eval_every)
     if (message := _unnormalised_warning(x)) is not None:
@@ -234,22 +271,29 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                         grown[:done] = losses[:done]
                         losses = grown
                     batches = rng.integers(0, train.rows, size=(k, batch_size))
-                    snapshot = [p.copy() for p in params]
+                    update = update_rule(optimizer, weights, biases, decay)
+                    tracked = params + [a for a in (*update[2], *update[3]) if a.size]  # + state
+                    snapshot = [a.copy() for a in tracked]
+                    adam_steps = getattr(optimizer, "iter", None)
                     before = done
                     tick = time.perf_counter()
                     try:
-                        train.sgd_steps(batches, weights, biases, activation, lr,
+                        train.sgd_steps(batches, weights, biases, activation, update,
                                         losses[done:done + k], threads)
                         seconds = time.perf_counter() - tick
                         if not (np.isfinite(losses[done:done + k]).all()
                                 and all(np.isfinite(p).all() for p in params)):
-                            raise _divergence(train, batches, weights, biases, activation, lr, done,
-                                              snapshot)
+                            raise _divergence(train, batches, weights, biases, activation, update,
+                                              lr, done, tracked, snapshot)
+                        if adam_steps is not None:
+                            optimizer.iter = adam_steps + k
                         done = before + k   # the last statement: from here the steps count
                     except KeyboardInterrupt:
                         if done == before:   # (steps of a call interrupted half-way, or not counted)
-                            for p, kept in zip(params, snapshot):
-                                np.copyto(p, kept)
+                            for a, kept in zip(tracked, snapshot):
+                                np.copyto(a, kept)
+                            if adam_steps is not None:
+                                optimizer.iter = adam_steps
                         raise
                     history.train_seconds += seconds
                     if train.sparse:

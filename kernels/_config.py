@@ -218,5 +218,9 @@ def jit_exact(fn):
 
 def jit_ieee(fn):
     """``jit`` with plain IEEE arithmetic: every operation rounded as written, no FMA contraction,
-    no reciprocal or approximate square root; for element-wise updates that must equal NumPy's."""
-    return numba.njit(cache=CACHE, error_model=ERROR_MODEL, nogil=True)(fn)
+    no reciprocal or approximate square root; for element-wise updates that must equal NumPy's.
+
+    ``fastmath=False`` is said explicitly: Numba compiles a function whose fastmath is left unset
+    with the flags of the caller that first needs it, and keeps that code for every later caller
+    (a fastmath training step calling these updates made them contract into FMAs)."""
+    return numba.njit(cache=CACHE, fastmath=False, error_model=ERROR_MODEL, nogil=True)(fn)

@@ -15,7 +15,7 @@ from numba import types
 from numba.np.linalg import ensure_blas
 
 from . import _simd as simd
-from . import sparse
+from . import optimizers, sparse
 from ._config import jit
 from .activations import sigmoid_scalar, tanh_scalar
 from .softmax_ce import _softmax_rows, cross_entropy_term
@@ -130,6 +130,65 @@ def predict_labels(x, weights, biases, activation):
     return labels
 
 
+# --- Update rules: the book's optimizers, applied inside the step ---------------------------------
+#
+# A step's ``update`` is a tuple (rule, hyper, w_state, b_state): rule one of the codes below;
+# hyper float64 (lr, a, b, weight_decay, iteration) with a, b the rule's own (momentum; decay_rate;
+# beta1, beta2) and iteration the Adam steps taken before this call; w_state and b_state the
+# rule's state arrays (Momentum/Nesterov v, AdaGrad/RMSprop h, Adam m and v), two slots per
+# layer, slot-major (slot 0 of every layer, then slot 1), shaped like W and b (zero-size where the
+# rule keeps no state). Weight decay adds weight_decay * W to every dW, as the book's
+# MultiLayerNet. Plain SGD without decay updates W in the product itself; the others compute
+# dW, then apply the rule: kernels/optimizers.py's per-array updates, the book's formulas.
+
+SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
+LR, RULE_A, RULE_B, WEIGHT_DECAY, ITERATION = 0, 1, 2, 3, 4   # positions in hyper
+
+
+def plain_sgd(lr, weights, biases):
+    """The update tuple of SGD with learning rate lr and no weight decay (no state)."""
+    none_w = np.empty((0, 0), weights[0].dtype)
+    none_b = np.empty(0, weights[0].dtype)
+    layers = len(weights)
+    return (SGD, np.array([lr, 0.0, 0.0, 0.0, 0.0]), (none_w,) * (2 * layers),
+            (none_b,) * (2 * layers))
+
+
+@jit
+def _apply_rule(rule, hyper, iteration, p, g, s1, s2):
+    """The rule's update of parameter p (1-d) by its gradient g, state s1, s2 (1-d), in place;
+    ``iteration`` is Adam's step number t (1, 2, ...)."""
+    lr = optimizers._rounded(p, hyper[LR])
+    eps = optimizers._rounded(p, optimizers.EPS)
+    a = hyper[RULE_A]
+    if rule == SGD:
+        optimizers._sgd_array(p, g, lr)
+    elif rule == MOMENTUM:
+        optimizers._momentum_array(p, g, s1, lr, optimizers._rounded(p, a))
+    elif rule == NESTEROV:
+        optimizers._nesterov_array(p, g, s1, lr, optimizers._rounded(p, a),
+                                   optimizers._rounded(p, a * a),
+                                   optimizers._rounded(p, (1 + a) * hyper[LR]))
+    elif rule == ADAGRAD:
+        optimizers._adagrad_array(p, g, s1, lr, eps)
+    elif rule == RMSPROP:
+        optimizers._rmsprop_array(p, g, s1, lr, optimizers._rounded(p, a),
+                                  optimizers._rounded(p, 1 - a), eps)
+    else:
+        b = hyper[RULE_B]
+        lr_t = optimizers._rounded(p, optimizers._adam_step_size(hyper[LR], a, b, iteration))
+        optimizers._adam_array(p, g, s1, s2, lr_t, optimizers._rounded(p, 1.0 - a),
+                               optimizers._rounded(p, 1.0 - b), eps)
+
+
+@jit
+def _add_decay(g, W, decay):
+    """g += decay * W (the book's weight decay term of dW), arrays of one shape."""
+    gf, Wf = g.reshape(-1), W.reshape(-1)
+    for j in range(gf.size):
+        gf[j] += decay * Wf[j]
+
+
 # The stages of one SGD step, in order. sgd_steps runs them all; ``fastbp bench --profile`` runs
 # prefixes of them (_sgd_step_stages with upto < BIASES) to measure what each stage adds.
 GATHER, FORWARD, LOSS, BACKWARD, WEIGHTS, BIASES = 1, 2, 3, 4, 5, 6
@@ -164,11 +223,22 @@ def _softmax_ce_gradient(scores, t, rows, d, maxes, logsums):
 
 
 @jit
-def _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, upto):
+def _sgd_step_stages(x, t, batches, weights, biases, activation, update, losses, upto):
     """sgd_steps doing only the stages GATHER..upto of every step (upto = BIASES: all of them)."""
+    rule, hyper, w_state, b_state = update
+    lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
+    fused = rule == SGD and decay == 0   # W -= lr x.T @ d in one product, no dW
     last = len(weights) - 1
     steps, size = batches.shape
     dtype = x.dtype
+    grads = [np.zeros_like(weights[0])]
+    grads.pop()
+    for layer in range(last + 1):
+        grads.append(np.empty((0, 0) if fused else weights[layer].shape, dtype))
+    widest = 0
+    for layer in range(last + 1):
+        widest = max(widest, biases[layer].size)
+    db = np.empty(0 if fused else widest, dtype)
     # acts[0] is the gathered batch, acts[i + 1] the output of layer i; douts[i] its gradient.
     acts = [np.empty((size, x.shape[1]), dtype)]
     douts = []
@@ -193,26 +263,47 @@ def _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, upt
             W, b = weights[layer], biases[layer]
             if layer > 0:  # dx with the weights of this step, before the update
                 _gemm(d, False, W, True, douts[layer - 1], 1.0, 0.0)
+            iteration = hyper[ITERATION] + s + 1
             if upto >= WEIGHTS:
-                _gemm(acts[layer], True, d, False, W, -lr, 1.0)  # W -= lr * x.T @ d, in one call
+                if fused:
+                    _gemm(acts[layer], True, d, False, W, -lr, 1.0)  # W -= lr * x.T @ d, one call
+                else:
+                    g = grads[layer]
+                    _gemm(acts[layer], True, d, False, g, 1.0, 0.0)
+                    if decay != 0:
+                        _add_decay(g, W, decay)
+                    _apply_rule(rule, hyper, iteration, W.reshape(-1), g.reshape(-1),
+                                w_state[layer].reshape(-1), w_state[last + 1 + layer].reshape(-1))
             if upto >= BIASES:
-                for j in range(W.shape[1]):
-                    db = d[0, j]
-                    for i in range(1, size):
-                        db += d[i, j]
-                    b[j] -= lr * db
+                width = W.shape[1]
+                if fused:
+                    for j in range(width):
+                        total = d[0, j]
+                        for i in range(1, size):
+                            total += d[i, j]
+                        b[j] -= lr * total
+                else:
+                    g = db[:width]
+                    for j in range(width):
+                        total = d[0, j]
+                        for i in range(1, size):
+                            total += d[i, j]
+                        g[j] = total
+                    _apply_rule(rule, hyper, iteration, b, g, b_state[layer],
+                                b_state[last + 1 + layer])
             if layer > 0:
                 _activation_backward(douts[layer - 1], acts[layer], activation)
 
 
 @jit
-def sgd_steps(x, t, batches, weights, biases, activation, lr, losses):
-    """One SGD step per row of batches (S, B); losses[s] = batch loss before the update.
+def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
+    """One training step per row of batches (S, B); losses[s] = batch loss before the update.
 
-    Step s: forward on rows batches[s] of x (M, D) with labels t (M,), softmax-CE, backward,
-    W -= lr * dW and b -= lr * db for every layer, in place.
+    Step s: forward on rows batches[s] of x (M, D) with labels t (M,), softmax-CE, backward, then
+    every layer's W and b updated in place by the ``update`` rule (see plain_sgd and the notes
+    above: SGD W -= lr * dW, or one of the book's optimizers, with optional weight decay).
     """
-    _sgd_step_stages(x, t, batches, weights, biases, activation, lr, losses, BIASES)
+    _sgd_step_stages(x, t, batches, weights, biases, activation, update, losses, BIASES)
 
 
 # --- The same step with the training inputs as nonzero lists (CSR, see kernels/sparse.py) -------
@@ -345,17 +436,23 @@ def _add_outer(lo, mid, hi, columns, values, D, W, width, scale, split, threads)
 
 @jit
 def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, biases, activation,
-                         lr, losses, threads, upto):
+                         update, losses, threads, upto):
     """sgd_steps_csr doing only the stages FORWARD..upto of every step (upto = BIASES: all)."""
+    rule, hyper, w_state, b_state = update
+    lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
+    fused = rule == SGD and decay == 0   # W -= lr x.T @ d row by row, no dW
     last = len(weights) - 1
     steps, size = batches.shape
     dtype = values.dtype
     identity = np.arange(size)
     no_bias = np.empty(0, dtype)
     hidden = RELU if activation == RELU else -1
-    # Per layer: the padded weights, W.T (for the gradient below it), outputs (acts), output
-    # gradients (douts), the CSR of its input and its row slices, and the split.
+    # Per layer: the padded weights (and their gradients and rule state, laid out alike), W.T
+    # (for the gradient below it), outputs (acts), output gradients (douts), the CSR of its input
+    # and its row slices, and the split.
     Ws = []
+    dWs = []
+    states = []   # slot-major, as w_state
     WTs = []
     acts = []
     douts = []
@@ -375,6 +472,7 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
         padded = _aligned_rows(below, width, values)
         padded[:, :width] = W
         Ws.append(padded)
+        dWs.append(_aligned_rows(0 if fused else below, width, values))
         WTs.append(_aligned_rows(width, below, values))
         acts.append(np.empty((size, width), dtype))
         douts.append(np.zeros((size, width), dtype))
@@ -387,9 +485,17 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
         his.append(np.empty(size, np.int64))
         splits.append(below * width >= SPLIT_MIN_WEIGHTS)
         split_at.append(split0 if layer == 0 else below // 2)
+    for slot in range(2):
+        for layer in range(last + 1):
+            kept = w_state[slot * (last + 1) + layer]
+            padded = _aligned_rows(kept.shape[0], weights[layer].shape[1], values)
+            if kept.size:
+                padded[:, :kept.shape[1]] = kept
+            states.append(padded)
     widest = 0
     for layer in range(last + 1):
         widest = max(widest, weights[layer].shape[1])
+    db = np.empty(0 if fused else widest, dtype)
     d_ptr, d_cols, d_vals = np.zeros(size + 1, np.int64), np.empty(size * widest, np.int32), \
         np.empty(size * widest, dtype)
     d_lo, d_mid, d_hi = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
@@ -430,25 +536,47 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
                        threads)
                 if hidden != RELU:
                     _activation_backward(douts[layer - 1], acts[layer - 1], activation)
+            iteration = hyper[ITERATION] + s + 1
             if upto >= WEIGHTS:
                 cols, vals = (columns, values) if layer == 0 else (in_cols[layer], in_vals[layer])
-                _add_outer(los[layer], mids[layer], his[layer], cols, vals, d, Ws[layer], width, -lr,
-                           splits[layer], threads)
+                if fused:
+                    _add_outer(los[layer], mids[layer], his[layer], cols, vals, d, Ws[layer], width,
+                               -lr, splits[layer], threads)
+                else:
+                    g = dWs[layer]
+                    g[:, :] = 0
+                    _add_outer(los[layer], mids[layer], his[layer], cols, vals, d, g, width, 1.0,
+                               splits[layer], threads)
+                    if decay != 0:
+                        _add_decay(g, Ws[layer], decay)
+                    _apply_rule(rule, hyper, iteration, Ws[layer].reshape(-1), g.reshape(-1),
+                                states[layer].reshape(-1), states[last + 1 + layer].reshape(-1))
             if upto >= BIASES:
-                sparse._column_sums_into(d, size, width, width, biases[layer], -lr)
+                if fused:
+                    sparse._column_sums_into(d, size, width, width, biases[layer], -lr)
+                else:
+                    g = db[:width]
+                    g[:] = 0
+                    sparse._column_sums_into(d, size, width, width, g, 1.0)
+                    _apply_rule(rule, hyper, iteration, biases[layer], g, b_state[layer],
+                                b_state[last + 1 + layer])
     for layer in range(last + 1):
         weights[layer][:, :] = Ws[layer][:, :weights[layer].shape[1]]
+        for slot in range(2):
+            kept = w_state[slot * (last + 1) + layer]
+            if kept.size:
+                kept[:, :] = states[slot * (last + 1) + layer][:, :kept.shape[1]]
 
 
 @jit
-def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, lr,
+def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, update,
                   losses, threads):
     """sgd_steps with the training inputs x (M, D) given as CSR (indptr, columns, values): rows
     batches[s] of x are the batch of step s. The first layer is computed in two parts, columns
     below ``split`` and the rest, on ``threads`` (1 or 2) cores; the weights do not depend on the
     thread count and agree with sgd_steps on the dense x to rounding."""
-    _sgd_csr_step_stages(indptr, columns, values, split, t, batches, weights, biases, activation, lr,
-                         losses, threads, BIASES)
+    _sgd_csr_step_stages(indptr, columns, values, split, t, batches, weights, biases, activation,
+                         update, losses, threads, BIASES)
 
 
 @jit

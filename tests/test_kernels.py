@@ -4,6 +4,7 @@ The pairs come from ``fastbp.TWINS``; ``CASES`` must hold an input maker for eac
 added without a twin, or without a case here, fails ``test_every_twin_has_a_case``.
 """
 import inspect
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 import fastbp.kernels as kernels
 import fastbp.reference as reference
+from fastbp.kernels.step import plain_sgd
 from fastbp import TWINS, numerical_gradient
 
 # Kernel vs reference: the same formulas summed in a different order (BLAS blocking, fastmath
@@ -49,12 +51,30 @@ def net(rng, sizes, dtype):
     return ws, bs
 
 
+def update_case(rng, ws, bs):
+    """A random update rule (kernels/step.py) for weights ws, biases bs: one of the book's six
+    optimizers with random hyper-parameters and state, and weight decay half of the time."""
+    from fastbp.kernels import step
+    rule = int(rng.integers(0, 6))
+    decay = float(rng.uniform(0, 0.1)) if rng.random() < 0.5 else 0.0
+    a = {step.MOMENTUM: 0.9, step.NESTEROV: 0.9, step.RMSPROP: 0.99, step.ADAM: 0.9}.get(rule, 0.0)
+    hyper = np.array([rng.uniform(0.01, 0.2), a, 0.999, decay, int(rng.integers(0, 5))])
+    slots = (0, 1, 1, 1, 1, 2)[rule]
+    w_state, b_state = [], []
+    for slot in range(2):
+        for W, b in zip(ws, bs):
+            shape_w, shape_b = (W.shape, b.shape) if slot < slots else ((0, 0), (0,))
+            w_state.append(np.abs(rng.standard_normal(shape_w)).astype(W.dtype) * 0.01)
+            b_state.append(np.abs(rng.standard_normal(shape_b)).astype(W.dtype) * 0.01)
+    return rule, hyper, tuple(w_state), tuple(b_state)
+
+
 def _sgd_args(rng, n, d, h, dtype, kind):
     c = 3
     ws, bs = net(rng, [d, h, h + 1, c], dtype)
     x = layout(rng.standard_normal((n + 3, d)).astype(dtype), kind)
     return (x, labels(rng, n + 3, c), rng.integers(0, n + 3, size=(4, n)), ws, bs,
-            int(rng.integers(0, 3)), 0.1, np.zeros(4))
+            int(rng.integers(0, 3)), update_case(rng, ws, bs), np.zeros(4))
 
 
 def sparse_rows(rng, n, d, dtype, zeros=0.7):
@@ -82,8 +102,8 @@ def _sgd_csr_args(rng, n, d, h, dtype, kind):
     c = 3
     ws, bs = net(rng, [d, h, h + 1, c], dtype)
     return (*csr(rng, n + 3, d, dtype), int(rng.integers(0, d + 1)), labels(rng, n + 3, c),
-            rng.integers(0, n + 3, size=(4, n)), ws, bs, int(rng.integers(0, 3)), 0.1, np.zeros(4),
-            int(rng.integers(1, 3)))
+            rng.integers(0, n + 3, size=(4, n)), ws, bs, int(rng.integers(0, 3)),
+            update_case(rng, ws, bs), np.zeros(4), int(rng.integers(1, 3)))
 
 
 def _optimizer_case(states, hyper):
@@ -185,8 +205,12 @@ CASES = {
 
 
 def copy_args(args):
-    return tuple(tuple(a.copy() for a in v) if isinstance(v, tuple)
-                 else v.copy() if isinstance(v, np.ndarray) else v for v in args)
+    """Copies of the arrays in args, at any depth of tuples (the update rule nests its state)."""
+    def copy(v):
+        if isinstance(v, tuple):
+            return tuple(copy(a) for a in v)
+        return v.copy() if isinstance(v, np.ndarray) else v
+    return tuple(copy(v) for v in args)
 
 
 def assert_same(ref, got, dtype, what):
@@ -351,14 +375,14 @@ def test_sgd_step_follows_the_gradient(rng, activation):
 
     def loss(_):
         losses = np.zeros(1)
-        kernels.sgd_steps(x, t, batch, tuple(w.copy() for w in ws),
-                          tuple(b.copy() for b in bs), activation, 1e-300, losses)
+        w, b = tuple(a.copy() for a in ws), tuple(a.copy() for a in bs)
+        kernels.sgd_steps(x, t, batch, w, b, activation, plain_sgd(1e-300, w, b), losses)
         return losses[0]  # lr ~ 0: the loss before the update, as a function of the parameters
 
     numeric = [numerical_gradient(loss, p) for p in params]
     before, loss_before = [p.copy() for p in params], loss(None)
     lr, losses = 0.5, np.zeros(1)
-    kernels.sgd_steps(x, t, batch, ws, bs, activation, lr, losses)
+    kernels.sgd_steps(x, t, batch, ws, bs, activation, plain_sgd(lr, ws, bs), losses)
     assert losses[0] == loss_before
     for p, p0, g in zip(list(ws) + list(bs), before, numeric):
         assert rel_error((p0 - p) / lr, g) < GRAD_TOL
@@ -441,12 +465,12 @@ def test_sgd_steps_csr_equals_the_dense_step_at_split_sizes(sizes, activation, d
     ws, bs = net(rng, sizes, dtype)
     batches = rng.integers(0, 200, size=(6, 40))
     dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
-    reference.sgd_steps(x, t, batches, *dense[:2], activation, 0.1, dense[2])
+    reference.sgd_steps(x, t, batches, *dense[:2], activation, plain_sgd(0.1, ws, bs), dense[2])
     indptr, columns, values = kernels.compress_rows(x)
     for threads in (1, 2):
         got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
         kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 3, t, batches, *got[:2], activation,
-                              0.1, got[2], threads)
+                              plain_sgd(0.1, ws, bs), got[2], threads)
         assert_same(dense, got, dtype, f"sgd_steps_csr, {threads} thread(s)")
 
 
@@ -462,9 +486,35 @@ def test_sgd_steps_csr_weights_do_not_depend_on_the_thread_count(sizes):
     runs = []
     for threads in (1, 2, 1):
         w, b, losses = tuple(a.copy() for a in ws), tuple(a.copy() for a in bs), np.zeros(20)
-        kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 2, t, batches, w, b, 0, 0.1, losses,
-                              threads)
+        kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 2, t, batches, w, b, 0,
+                              plain_sgd(0.1, w, b), losses, threads)
         runs.append([*w, *b, losses])
     for run in runs[1:]:
         for a, b in zip(runs[0], run):
             np.testing.assert_array_equal(a, b)
+
+
+def test_ieee_updates_stay_ieee_when_a_fastmath_step_compiles_them_first(tmp_path):
+    """Numba compiles a callee whose fastmath is unset with its first caller's flags and keeps
+    that code: the optimizers' bit-exact updates must say fastmath=False, or compiling the
+    (fastmath) training step first makes them contract into FMAs. Fresh interpreter and cache."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import numpy as np
+        from fastbp import reference
+        from fastbp.kernels import optimizers, step
+        p, g, s = np.zeros(5), np.ones(5), np.zeros(5)
+        step._apply_rule(step.SGD, np.array([0.1, 0, 0, 0, 0.]), 1, p, g, s, s)   # compiles first
+        rng = np.random.default_rng(0)
+        x, grad = rng.standard_normal(210), rng.standard_normal(210)
+        a, b = x.copy(), x.copy()
+        optimizers.sgd_update((a,), (grad,), 0.123456789)
+        reference.sgd_update((b,), (grad,), 0.123456789)
+        print("same" if (a == b).all() else f"{(a != b).sum()} entries differ")
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "same"

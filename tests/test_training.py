@@ -160,7 +160,8 @@ def seeds_loop(net, x, t, iters, batch_size, lr, seed, eval_every, backend="kern
     while done < iters:
         stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
         batches = rng.integers(0, len(x), size=(stop - done, batch_size))
-        module.sgd_steps(x, t, batches, weights, biases, activation, lr, losses[done:stop])
+        module.sgd_steps(x, t, batches, weights, biases, activation,
+                         fastbp.kernels.step.plain_sgd(lr, weights, biases), losses[done:stop])
         done = stop
     return losses
 
@@ -373,3 +374,85 @@ def test_unnormalised_input_and_a_loss_at_chance_level_are_warned_about():
         learnt = fit(TwoLayerNet(20, 16, 10), x / 255, np.argmax(x[:, :10], axis=1), iters=300,
                      batch_size=50, lr=0.5)
     assert learnt.loss[-100:].mean() < 0.9 * np.log(10)
+
+
+# --- the book's optimizers and weight decay, inside fit's compiled steps ----------------------
+
+OPTIMIZER_NAMES = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
+
+
+def book_loop(net, optimizer, x, t, iters, batch_size, seed):
+    """What the book's Trainer does per step: gradient (weight decay included), optimizer.update
+    of the params dict; the batches drawn as fit draws them."""
+    batches = np.random.default_rng(seed).integers(0, len(x), size=(iters, batch_size))
+    for rows in batches:
+        optimizer.update(net.params, net.gradient(x[rows], t[rows]))
+
+
+def sparse_toy(n=300, d=40, c=3, seed=0):
+    """toy() with 80 % zeros: fit takes its sparse layout."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float64)
+    x[rng.random((n, d)) < 0.8] = 0
+    return x, np.argmax(x @ rng.standard_normal((d, c)), axis=1)
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+@pytest.mark.parametrize("decay", [0.0, 0.05])
+def test_fit_with_the_books_optimizers_is_the_books_loop(name, decay):
+    """On the reference backend fit's steps are the book's (net.gradient, weight decay, then
+    optimizer.update over the params dict), bit for bit; the optimizer ends with the book's state."""
+    x, t = toy(d=10)
+    results = []
+    for runner in ("fit", "book"):
+        np.random.seed(0)
+        net = MultiLayerNet(10, [16, 12], 3, weight_decay_lambda=decay)
+        optimizer = training.OPTIMIZERS[name](lr=0.05)
+        with use_backend("reference"):
+            if runner == "fit":
+                fit(net, x, t, iters=25, batch_size=20, optimizer=optimizer, seed=4, eval_every=25)
+            else:
+                book_loop(net, optimizer, x, t, iters=25, batch_size=20, seed=4)
+        state = {n: getattr(optimizer, n) for n in optimizer.state}
+        results.append((weights(net), state, getattr(optimizer, "iter", None)))
+    (w_fit, s_fit, it_fit), (w_book, s_book, it_book) = results
+    for key in w_book:
+        np.testing.assert_array_equal(w_fit[key], w_book[key], err_msg=key)
+    for slot in s_book:
+        for key in s_book[slot]:
+            np.testing.assert_array_equal(s_fit[slot][key], s_book[slot][key], err_msg=f"{slot}[{key}]")
+    assert it_fit == it_book
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_NAMES)
+@pytest.mark.parametrize("data", [toy, sparse_toy], ids=["dense", "sparse"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fit_compiled_optimizers_equal_the_reference(name, data, dtype):
+    x, t = data()
+    results = []
+    for backend in ("reference", "kernels"):
+        np.random.seed(0)
+        net = MultiLayerNet(x.shape[1], [16], 3, weight_decay_lambda=0.01, dtype=dtype)
+        with use_backend(backend):
+            fit(net, x, t, iters=40, batch_size=20, optimizer=name, lr=0.05, seed=1, eval_every=40)
+        results.append(weights(net))
+    tol = 1e-9 if dtype == np.float64 else 2e-4
+    for key in results[0]:
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=tol,
+                                   atol=tol * np.abs(results[0][key]).max(), err_msg=key)
+
+
+def test_fit_optimizer_arguments_are_checked():
+    x, t = toy()
+    net = TwoLayerNet(10, 8, 3)
+    with pytest.raises(ValueError, match="optimizer: expected one of"):
+        fit(net, x, t, iters=2, optimizer="adamw")
+    with pytest.raises(TypeError, match="optimizer: expected a name or one of fastbp's"):
+        fit(net, x, t, iters=2, optimizer=object())
+    with pytest.raises(ValueError, match=r"lr: give the learning rate to the optimizer \(Adam"):
+        fit(net, x, t, iters=2, optimizer=fastbp.Adam(), lr=0.1)
+    adam = fastbp.Adam(lr=0.01)
+    fit(net, x, t, iters=7, batch_size=10, optimizer=adam)
+    assert adam.iter == 7 and set(adam.m) == {"W1", "b1", "W2", "b2"}
+    fit(net, x, t, iters=3, batch_size=10, optimizer=adam)   # training goes on from its state
+    assert adam.iter == 10

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 import fastbp
+from fastbp.kernels.step import plain_sgd
 import fastbp.reference
 
 N_IN = 784          # MNIST pixels
@@ -107,7 +108,7 @@ def _sgd_args(r, n, h, dtype):
     x, t = mnist_like(TRAIN_ROWS, dtype)
     ws, bs = net_params([N_IN, h, N_CLASSES], dtype)
     batches = r.integers(0, TRAIN_ROWS, size=(SGD_STEPS, n)).astype(np.int64)
-    return x, t, batches, ws, bs, RELU, LR, np.zeros(SGD_STEPS)
+    return x, t, batches, ws, bs, RELU, plain_sgd(LR, ws, bs), np.zeros(SGD_STEPS)
 
 
 def _csr(n, dtype):
@@ -119,8 +120,8 @@ def _sgd_csr_args(r, n, h, dtype):
     x, t = mnist_like(TRAIN_ROWS, dtype)
     ws, bs = net_params([N_IN, h, N_CLASSES], dtype)
     batches = r.integers(0, TRAIN_ROWS, size=(SGD_STEPS, n)).astype(np.int64)
-    return (*fastbp.reference.compress_rows(x), N_IN // 2, t, batches, ws, bs, RELU, LR,
-            np.zeros(SGD_STEPS), 1)
+    return (*fastbp.reference.compress_rows(x), N_IN // 2, t, batches, ws, bs, RELU,
+            plain_sgd(LR, ws, bs), np.zeros(SGD_STEPS), 1)
 
 
 def _optimizer_case(states, *hyper):
