@@ -26,6 +26,7 @@ alone, its initial weights from ``np.random.seed`` inside the worker, its batche
 ``seed``, all with one BLAS thread; so its result (down to the digest of the trained weights)
 does not depend on the worker, the machine's load or the order trials ran in.
 """
+import contextlib
 import csv
 import hashlib
 import io
@@ -35,6 +36,7 @@ import numbers
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from concurrent import futures as cf
@@ -232,6 +234,7 @@ class Setup:
     epochs: int = 50
     batch_size: int = 100
     dtype: str = "float64"
+    optimizer: str = "sgd"   # a name fit takes (the book's search: SGD)
 
 
 @dataclass
@@ -297,8 +300,8 @@ def run_trial(trial, setup, data=None):
         warnings.simplefilter("always", TrainingWarning)
         try:
             history = fit(net, x_train, t_train, x_val, t_val, iters=setup.epochs * per_epoch,
-                          batch_size=batch_size, lr=params.get("lr", 0.01), seed=trial.fit_seed,
-                          eval_every=per_epoch)
+                          batch_size=batch_size, optimizer=setup.optimizer,
+                          lr=params.get("lr", 0.01), seed=trial.fit_seed, eval_every=per_epoch)
         except TrainingDiverged as error:
             history, note = None, f"diverged: {error}"
     for w in caught:
@@ -358,9 +361,10 @@ class _Dask:
         self.distributed = distributed
         self.cluster = None
         if scheduler is None:
-            self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                    processes=True, dashboard_address=None,
-                                                    silence_logs=40)
+            with _sigint_ignored():   # by the workers it starts: Ctrl-C is the parent's to handle
+                self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                        processes=True, dashboard_address=None,
+                                                        silence_logs=40)
             self.client = distributed.Client(self.cluster)
             self.where = f"{workers} Dask worker process{'es' if workers > 1 else ''} (LocalCluster)"
         else:
@@ -381,6 +385,22 @@ class _Dask:
         finally:
             if self.cluster is not None:
                 self.cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while the body starts processes, which keep ignoring it (an ignored signal
+    stays ignored across exec, and Python then installs no KeyboardInterrupt handler): a Ctrl-C
+    at the terminal, sent to every process of the group, then reaches only the parent, which
+    stops the workers itself instead of each printing a traceback. Only the main thread may."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def dask_available():
@@ -515,8 +535,8 @@ def split_validation(x, t, validation=0.2, seed=0):
 
 
 def sweep(x_train, t_train, space=None, *, trials=None, grid=False, hidden_size_list=BOOK_HIDDEN,
-          activation="relu", weight_init_std="relu", epochs=50, batch_size=100, validation=0.2,
-          dtype="float64", seed=0, workers=None, executor="auto", scheduler=None, csv=None,
+          activation="relu", weight_init_std="relu", epochs=50, batch_size=100, optimizer="sgd",
+          validation=0.2, dtype="float64", seed=0, workers=None, executor="auto", scheduler=None, csv=None,
           progress=print):
     """Train one net per trial of the search ``space`` (default the book's: lr log-uniform in
     [1e-6, 1e-2], weight decay in [1e-8, 1e-4]) on the local cores or a Dask cluster; return a
@@ -525,7 +545,8 @@ def sweep(x_train, t_train, space=None, *, trials=None, grid=False, hidden_size_
     ``trials``: how many random draws (default 100, the book's); ``grid=True`` runs every
     combination instead. Each trial: ``MultiLayerNet(D, hidden_size_list, classes, activation,
     weight_init_std, weight_decay_lambda=weight_decay)`` trained with ``fit`` for ``epochs``
-    epochs of ``batch_size`` on the training part of the split, accuracy measured each epoch.
+    epochs of ``batch_size`` with ``optimizer`` (a name ``fit`` takes; lr 0.01 unless the space
+    has lr) on the training part of the split, accuracy measured each epoch.
     ``workers``: processes (default: the cores this process may use). ``csv``: rewritten (whole)
     after every finished trial, so an interrupted or crashed search leaves what it finished.
     ``progress(line)`` is called once per finished trial (None: quiet).
@@ -541,7 +562,8 @@ def sweep(x_train, t_train, space=None, *, trials=None, grid=False, hidden_size_
     classes = _classes(t_train)
     setup = Setup(classes, tuple(_checks.positive_int("hidden_size_list", h) for h in hidden_size_list),
                   activation, weight_init_std, _checks.positive_int("epochs", epochs),
-                  _checks.positive_int("batch_size", batch_size), str(np.dtype(dtype)))
+                  _checks.positive_int("batch_size", batch_size), str(np.dtype(dtype)),
+                  _optimizer_name(optimizer))
     workers = available_cores() if workers is None else _checks.positive_int("workers", workers)
     if csv is not None and (problem := _io.write_problem(csv)) is not None:
         raise ValueError(f"csv: cannot write {csv}: {problem}")
@@ -576,6 +598,14 @@ def sweep(x_train, t_train, space=None, *, trials=None, grid=False, hidden_size_
     if csv is not None:
         result.to_csv(csv)
     return result
+
+
+def _optimizer_name(name):
+    from .training import OPTIMIZERS
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {sorted(set(OPTIMIZERS) - {'rmsprpo'})}, "
+                         f"got {name!r}")
+    return name.lower()
 
 
 def _classes(t):
@@ -613,7 +643,8 @@ def command(args):
         x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
     result = sweep(x_train, t_train, space, trials=args.trials, grid=args.grid,
                    hidden_size_list=args.hidden, activation=args.activation, epochs=args.epochs,
-                   batch_size=args.batch_size, validation=args.validation, dtype=args.dtype,
+                   batch_size=args.batch_size, optimizer=args.optimizer,
+                   validation=args.validation, dtype=args.dtype,
                    seed=args.seed, workers=args.workers, executor=args.executor,
                    scheduler=args.scheduler, csv=args.csv,
                    progress=lambda line: print(line, flush=True))
@@ -660,6 +691,8 @@ def add_command(subparsers):
     c.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
     c.add_argument("--epochs", type=_positive(int), default=50)
     c.add_argument("--batch-size", type=_positive(int), default=100)
+    c.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+                   default="sgd", help="default sgd, the book's")
     c.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     c.add_argument("--seed", type=int, default=0, help="seeds the split and every trial")
     c.add_argument("--workers", type=_positive(int), default=None,
