@@ -47,7 +47,7 @@ import numpy as np
 from . import _checks, _io
 
 __all__ = ["sweep", "LogUniform", "Uniform", "Choice", "Trial", "TrialResult", "SweepResult",
-           "run_trial", "parse_space"]
+           "WorkerDied", "run_trial", "parse_space"]
 
 PARAMETERS = ("weight_decay", "lr", "batch_size")   # what a search space may vary, in the
                                                     # order random values are drawn (the book's)
@@ -323,6 +323,11 @@ def run_trial(trial, setup, data=None):
 
 
 # -- where trials run ---------------------------------------------------------------------------
+class WorkerDied(RuntimeError):
+    """A worker process ended while running trials (a crash or the memory limit), not a trial's
+    own error: which trial was running is unknown, so the search stops."""
+
+
 class _Processes:
     """A process pool of ``workers`` spawned processes, the data sent to each by its initializer."""
 
@@ -337,6 +342,14 @@ class _Processes:
 
     def submit(self, trial, setup):
         return self.pool.submit(run_trial, trial, setup)
+
+    def result(self, future):
+        try:
+            return future.result()
+        except cf.process.BrokenProcessPool as error:
+            raise WorkerDied(f"sweep: a worker process died while running a trial ({error}); "
+                             "a crash in compiled code (a signal such as SIGSEGV) or the machine "
+                             "running out of memory stops a worker this way") from error
 
     def as_completed(self, fs):
         return cf.as_completed(fs)
@@ -375,6 +388,15 @@ class _Dask:
 
     def submit(self, trial, setup):
         return self.client.submit(run_trial, trial, setup, self.data, pure=False)
+
+    def result(self, future):
+        try:
+            return future.result()
+        except self.distributed.client.FutureCancelledError as error:
+            # a worker that dies takes the scattered data with it, and Dask cancels the trials
+            raise WorkerDied(f"sweep: a Dask worker died while running trials, and the data sent "
+                             f"to it with it ({error}); its log says why (a signal such as SIGSEGV, "
+                             "or the nanny's memory limit)") from error
 
     def as_completed(self, fs):
         return self.distributed.as_completed(fs)
@@ -579,7 +601,7 @@ def sweep(x_train, t_train, space=None, *, trials=None, grid=False, hidden_size_
         pending = [runner.submit(trial, setup) for trial in plan]
         best = None
         for future in runner.as_completed(pending):
-            result = future.result()
+            result = runner.result(future)
             done.append(result)
             if best is None or result.val_acc > best.val_acc:
                 best = result

@@ -165,6 +165,21 @@ def test_a_failing_trial_stops_the_search_with_its_error(data):
     assert multiprocessing.active_children() == []
 
 
+def _crash(*args):
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_worker_that_dies_is_named(data, monkeypatch):
+    x, t = data
+    monkeypatch.setattr(sw, "run_trial", _crash)   # what the workers are asked to run (by name)
+    with pytest.raises(sw.WorkerDied, match="a worker process died"):
+        sw.sweep(x, t, {"lr": [0.1]}, trials=2, workers=1, executor="processes", progress=None,
+                 **SMALL)
+    assert multiprocessing.active_children() == []
+
+
 def test_the_book_figure(data, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra (fastbp[plot]) is not installed")
     x, t = data
