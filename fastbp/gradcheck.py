@@ -12,8 +12,33 @@ import numpy as np
 
 from .layers import Relu
 
-# gradient_check's hook: called as observe(x, index) after each evaluation of f in numerical_gradient
+# gradient_check's hook (a _Kinks or None): numerical_gradient tells it after each evaluation of f,
+# a net's compiled numerical gradient hands it the kinks it found itself
 _observer = contextvars.ContextVar("fastbp_numerical_gradient_observer", default=None)
+
+
+class _Kinks:
+    """Which entries of which parameters have a shift of +-h that flips a ReLU."""
+
+    def __init__(self, net):
+        layers = getattr(net, "layers", None)
+        self.relus = ([layer for layer in layers.values() if isinstance(layer, Relu)]
+                      if isinstance(layers, dict) else [])
+        self.masks = [layer.mask.copy() for layer in self.relus]   # of the unshifted forward pass
+        params = getattr(net, "params", {})
+        self.flipped = {id(p): np.zeros(p.shape, bool) for p in params.values()
+                        if isinstance(p, np.ndarray)}
+
+    def after_shift(self, param, idx):
+        """f was evaluated with param[idx] shifted: compare the ReLU masks with the unshifted."""
+        if id(param) in self.flipped and any(not np.array_equal(layer.mask, mask)
+                                             for layer, mask in zip(self.relus, self.masks)):
+            self.flipped[id(param)][idx] = True
+
+    def add(self, param, flipped):
+        """A compiled numerical gradient found these entries (a bool array like param)."""
+        if id(param) in self.flipped:
+            self.flipped[id(param)] |= flipped
 
 
 def numerical_gradient(f, x, h=1e-4):
@@ -35,18 +60,18 @@ def numerical_gradient(f, x, h=1e-4):
     if not (np.isfinite(h) and h > 0):
         raise ValueError(f"numerical_gradient: h must be a finite positive step, got {h}")
     grad = np.zeros_like(x)
-    observe = _observer.get()
+    kinks = _observer.get()
     for idx in np.ndindex(x.shape):
         keep = x[idx]
         try:
             x[idx] = keep + h
             f_plus = f(x)
-            if observe is not None:
-                observe(x, idx)
+            if kinks is not None and kinks.relus:
+                kinks.after_shift(x, idx)
             x[idx] = keep - h
             f_minus = f(x)
-            if observe is not None:
-                observe(x, idx)
+            if kinks is not None and kinks.relus:
+                kinks.after_shift(x, idx)
         finally:   # an exception or Ctrl-C in f must not leave x shifted by h
             x[idx] = keep
         grad[idx] = (f_plus - f_minus) / (2 * h)
@@ -78,18 +103,9 @@ def gradient_check(net, x, t):
         raise TypeError(f"net: expected a net with gradient and numerical_gradient methods "
                         f"(TwoLayerNet, MultiLayerNet), got {type(net).__name__}")
     backprop = net.gradient(x, t)   # its forward pass leaves the unshifted ReLU masks
-    layers = getattr(net, "layers", None)
-    relus = [layer for layer in layers.values() if isinstance(layer, Relu)] if isinstance(layers, dict) else []
-    masks = [layer.mask.copy() for layer in relus]
+    kinks = _Kinks(net)
     params = getattr(net, "params", {})
-    flipped = {id(p): np.zeros(p.shape, bool) for p in params.values() if isinstance(p, np.ndarray)}
-
-    def observe(param, idx):
-        if id(param) in flipped and any(not np.array_equal(layer.mask, mask)
-                                        for layer, mask in zip(relus, masks)):
-            flipped[id(param)][idx] = True
-
-    token = _observer.set(observe if relus else None)
+    token = _observer.set(kinks)
     try:
         numerical = net.numerical_gradient(x, t)
     finally:
@@ -99,12 +115,12 @@ def gradient_check(net, x, t):
         bp = np.asarray(backprop[key], dtype=np.float64)
         num = np.asarray(num, dtype=np.float64)
         diff = np.abs(bp - num)
-        kinks = flipped.get(id(params.get(key)), np.zeros(diff.shape, bool))
-        judged = ~kinks
+        at_kinks = kinks.flipped.get(id(params.get(key)), np.zeros(diff.shape, bool))
+        judged = ~at_kinks
         if judged.any():
             scale = max(np.abs(bp[judged]).max(), np.abs(num[judged]).max(), np.finfo(np.float64).tiny)
             worst = float(diff[judged].max() / scale)
         else:
             worst = 0.0
-        report[key] = GradCheck(float(diff.mean()), worst, int(kinks.sum()))
+        report[key] = GradCheck(float(diff.mean()), worst, int(at_kinks.sum()))
     return report

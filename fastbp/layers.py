@@ -183,6 +183,11 @@ class Relu:
             graph.backward(self, dout, (dx,))
         return dx
 
+    def _ran(self, out):
+        """Take the state of a forward whose output ``out`` was computed elsewhere (a net's
+        whole-net kernel): the mask x <= 0, which is out <= 0."""
+        self.mask = out <= 0
+
 
 class _ActivationOfOutput:
     """A node whose backward needs only its own output y, kept in ``out`` as the book does."""
@@ -207,6 +212,10 @@ class _ActivationOfOutput:
         if (graph := _trace.recorder.get()) is not None:
             graph.backward(self, dout, (dx,))
         return dx
+
+    def _ran(self, out):
+        """Take the state of a forward whose output was computed elsewhere (a whole-net kernel)."""
+        self.out = out
 
 
 class Sigmoid(_ActivationOfOutput):
@@ -278,15 +287,24 @@ class Affine:
         n, h = self.x.shape[0], W.shape[1]
         expected = (h,) if len(self.original_x_shape) == 1 else (n, h)
         dout = _check_dout("Affine", dout, expected, W.dtype).reshape(n, h)
+        x = self.x if self.x.dtype == W.dtype else self.x.astype(W.dtype)  # (see _ran)
         if need_dx:
-            dx, self.dW, self.db = ops().affine_backward(self.x, W, dout)
+            dx, self.dW, self.db = ops().affine_backward(x, W, dout)
             dx = dx.reshape(self.original_x_shape)
         else:
             dx = None
-            self.dW, self.db = ops().affine_backward_params(self.x, dout)
+            self.dW, self.db = ops().affine_backward_params(x, dout)
         if (graph := _trace.recorder.get()) is not None:
             graph.backward(self, dout, (dx, self.dW, self.db))
         return dx
+
+    def _ran(self, x, shape, dW=None, db=None):
+        """Take the state of a forward (and backward, given dW, db) computed elsewhere, by a
+        net's whole-net kernel: the input x as rows (N, D), as given (float32 images for a float64
+        W: backward converts them when it needs them), its original shape."""
+        self.x, self.original_x_shape = x, shape
+        if dW is not None:
+            self.dW, self.db = dW, db
 
 
 class SoftmaxWithLoss:
@@ -334,6 +352,14 @@ class SoftmaxWithLoss:
         if (graph := _trace.recorder.get()) is not None:
             graph.forward(self, {"x": given, "t": t}, self.loss)
         return self.loss
+
+    def _ran(self, loss, y, t, labels, single=False):
+        """Take the state of a forward computed elsewhere (a whole-net kernel): the loss, the
+        probabilities y (N, C), the caller's t and the class indices ``labels`` (a private array);
+        ``single`` for the book's one-sample form (then ``y`` and backward's dx are 1-d)."""
+        self.loss, self.y, self.t = loss, y[0] if single else y, t
+        self._y, self._labels, self._single = y, labels, single
+        self._backward = ops().softmax_cross_entropy_backward
 
     def backward(self, dout=1):
         if self.y is None:

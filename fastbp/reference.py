@@ -20,6 +20,7 @@ __all__ = [
     "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
     "predict_labels_csr", "sgd_steps_csr",
     "index_labels", "onehot_labels", "net_scores", "net_loss", "net_gradient",
+    "net_numerical_gradient", "net_labels",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
     "adam_update",
     "dropout_forward", "dropout_backward",
@@ -445,3 +446,38 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, iteration):
         mi += one_minus_beta1 * (g - mi)
         vi += one_minus_beta2 * (g * g - vi)
         p -= lr_t * mi / (np.sqrt(vi) + eps)
+
+
+def net_numerical_gradient(x, t, weights, biases, activation, step):
+    """The book's numerical gradient of the mean cross-entropy, every weight and bias shifted by
+    +-step in turn (and restored exactly), and which shifts flip a ReLU (a hidden input within
+    step of 0: the central difference straddles the kink there).
+    -> ([dW1, ...], [db1, ...], [W1 kinks, ...], [b1 kinks, ...])"""
+    hidden = net_scores(x, weights, biases, activation, 1)[0][:-1]
+    relu_off = [h <= 0 for h in hidden]
+
+    def shifted_loss():
+        loss, _, outputs, _ = net_loss(x, t, weights, biases, activation, 1)
+        flipped = activation == RELU and any(((h <= 0) != off).any()
+                                             for h, off in zip(outputs[:-1], relu_off))
+        return loss, flipped
+
+    def central(p):
+        grad, kinks = np.empty_like(p), np.zeros(p.shape, bool)
+        for i in np.ndindex(p.shape):
+            keep = p[i]
+            p[i] = keep + step
+            above, flipped_above = shifted_loss()
+            p[i] = keep - step
+            below, flipped_below = shifted_loss()
+            p[i] = keep
+            grad[i] = (above - below) / (2 * step)
+            kinks[i] = flipped_above or flipped_below
+        return grad, kinks
+    ws, bs = [central(W) for W in weights], [central(b) for b in biases]
+    return [g for g, _ in ws], [g for g, _ in bs], [k for _, k in ws], [k for _, k in bs]
+
+
+def net_labels(x, weights, biases, activation):
+    """argmax_c of the net's scores for each row of x (N, D) -> (N,) int64."""
+    return predict_labels(x.astype(weights[0].dtype), weights, biases, activation)

@@ -21,7 +21,13 @@
   _simd.py, softmax_ce.py). ``_KernelsLocator`` gives every kernel one source stamp, the digest of
   all the files in this folder, so editing any of them recompiles all of them; a stale copy of an
   edited callee segfaulted once.
+- Concurrency: Numba names a new entry's data file by the first number free in the index it read;
+  two processes saving two signatures of one kernel at once can take the same name, and the index
+  then points a signature at the other's machine code (numba#10128; it segfaulted the training
+  step here). ``_LockedCacheFile`` saves under an exclusive lock on the cache folder and loads
+  under a shared one (``fcntl``; where there is none, as on Windows, without).
 """
+import contextlib
 import hashlib
 import os
 import stat
@@ -30,6 +36,11 @@ import warnings
 
 import numba
 from numba.core import caching
+
+try:
+    import fcntl
+except ImportError:   # Windows
+    fcntl = None
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 ERROR_MODEL = "numpy"
@@ -202,18 +213,60 @@ def _cache_enabled():
 CACHE = _cache_enabled()
 
 
+@contextlib.contextmanager
+def _folder_lock(folder, exclusive):
+    """Hold a lock on the cache folder (its file .fastbp.lock): exclusive to write, shared to read.
+    A folder that does not exist yet has nothing to read: no lock."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(os.path.join(folder, ".fastbp.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)   # (releases the lock)
+
+
+class _LockedCacheFile(caching.IndexDataCacheFile):
+    """Numba's index and data files of one kernel, written and read under the folder's lock."""
+
+    def save(self, key, data):
+        with _folder_lock(self._cache_path, exclusive=True):
+            super().save(key, data)
+
+    def load(self, key):
+        with _folder_lock(self._cache_path, exclusive=False):
+            return super().load(key)
+
+
+def _njit(fn, **options):
+    """numba.njit(**options)(fn), its on-disk cache (if any) saved and loaded under a lock."""
+    dispatcher = numba.njit(**options)(fn)
+    cache = getattr(dispatcher, "_cache", None)
+    if isinstance(cache, caching.Cache):   # (no cache: caching off, or NUMBA_DISABLE_JIT=1)
+        plain = cache._cache_file
+        cache._cache_file = _LockedCacheFile(plain._cache_path, plain._index_name[:-len(".nbi")],
+                                             plain._source_stamp)
+    return dispatcher
+
+
 def jit(fn=None, **extra):
     """``numba.njit`` with fastbp's flags: serial kernels."""
     options = dict(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, nogil=True, **extra)
-    return numba.njit(**options) if fn is None else numba.njit(**options)(fn)
+    return (lambda f: _njit(f, **options)) if fn is None else _njit(fn, **options)
 
 
 def jit_exact(fn):
     """``jit`` without reassociation, for formulas whose order of operations is the point
     (log s + (m - x) must not become (log s + m) - x). The flags stay on the instructions
     when such a function is inlined into a ``jit`` kernel."""
-    return numba.njit(cache=CACHE, fastmath=FASTMATH - {"reassoc"}, error_model=ERROR_MODEL,
-                      nogil=True)(fn)
+    return _njit(fn, cache=CACHE, fastmath=FASTMATH - {"reassoc"}, error_model=ERROR_MODEL,
+                 nogil=True)
 
 
 def jit_ieee(fn):
@@ -223,4 +276,4 @@ def jit_ieee(fn):
     ``fastmath=False`` is said explicitly: Numba compiles a function whose fastmath is left unset
     with the flags of the caller that first needs it, and keeps that code for every later caller
     (a fastmath training step calling these updates made them contract into FMAs)."""
-    return numba.njit(cache=CACHE, fastmath=False, error_model=ERROR_MODEL, nogil=True)(fn)
+    return _njit(fn, cache=CACHE, fastmath=False, error_model=ERROR_MODEL, nogil=True)

@@ -178,3 +178,97 @@ def net_gradient(x, t, weights, biases, activation, threads):
     dWs.reverse()
     dbs.reverse()
     return loss, y, outputs, dWs, dbs, nonfinite
+
+
+@jit
+def _shifted_loss(first, weights, biases, activation, t, relu_off):
+    """(the mean cross-entropy of the net on the first layer's input lists ``first`` with labels
+    t, whether a ReLU's mask h <= 0 differs from ``relu_off`` (the unshifted masks, hidden layer
+    by layer) for some sample)."""
+    columns, values, lo, mid, hi = first
+    last = len(weights) - 1
+    h = _layer(lo, mid, hi, columns, values, weights[0], biases[0], last == 0, activation, 1)
+    flipped = False
+    for layer in range(1, last + 1):
+        if activation == RELU and not flipped:
+            off = relu_off[layer - 1]
+            for i in range(h.shape[0]):
+                for j in range(h.shape[1]):
+                    flipped = flipped or (h[i, j] <= 0) != off[i, j]
+        c, v, l, m, e, _ = _input_csr(h)
+        h = _layer(l, m, e, c, v, weights[layer], biases[layer], layer == last, activation, 1)
+    return softmax_cross_entropy(h, t)[0], flipped
+
+
+@jit
+def _central_differences(p, first, weights, biases, activation, t, step, relu_off):
+    """((L(p + step) - L(p - step)) / 2 step, whether the shift flips a ReLU) for every entry of
+    the parameter array p, one of weights/biases: each entry shifted in place and put back."""
+    flat = p.reshape(-1)
+    grad = np.empty(flat.size, p.dtype)
+    kinks = np.zeros(flat.size, np.bool_)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + step
+        above, flipped_above = _shifted_loss(first, weights, biases, activation, t, relu_off)
+        flat[i] = keep - step
+        below, flipped_below = _shifted_loss(first, weights, biases, activation, t, relu_off)
+        flat[i] = keep
+        grad[i] = (above - below) / (2 * step)
+        kinks[i] = flipped_above or flipped_below
+    return grad.reshape(p.shape), kinks.reshape(p.shape)
+
+
+@jit
+def net_numerical_gradient(x, t, weights, biases, activation, step):
+    """The book's numerical gradient of the mean cross-entropy, every weight and bias shifted by
+    +-step in turn (and restored exactly), and which shifts flip a ReLU (a hidden input within
+    step of 0: the central difference straddles the kink there).
+    -> ([dW1, ...], [db1, ...], [W1 kinks, ...], [b1 kinks, ...]). x's nonzero lists are made
+    once; every shifted loss is a whole forward pass, as the book's."""
+    columns, values, lo, mid, hi, _ = _input_csr(np.ascontiguousarray(x))
+    first = (columns, values, lo, mid, hi)
+    outputs, _, _, _ = _forward(np.ascontiguousarray(x), weights, biases, activation, 1)
+    relu_off = [outputs[0] <= 0]
+    relu_off.pop()
+    for layer in range(len(weights) - 1):
+        relu_off.append(outputs[layer] <= 0)
+    dWs, dbs = [weights[0][:0]], [biases[0][:0]]  # typed by their first, dummy element
+    kWs, kbs = [weights[0][:0] != 0], [biases[0][:0] != 0]
+    dWs.pop()
+    dbs.pop()
+    kWs.pop()
+    kbs.pop()
+    for layer in range(len(weights)):
+        dW, kW = _central_differences(weights[layer], first, weights, biases, activation, t, step,
+                                      relu_off)
+        db, kb = _central_differences(biases[layer], first, weights, biases, activation, t, step,
+                                      relu_off)
+        dWs.append(dW)
+        dbs.append(db)
+        kWs.append(kW)
+        kbs.append(kb)
+    return dWs, dbs, kWs, kbs
+
+
+@jit
+def net_labels(x, weights, biases, activation):
+    """argmax_c of the net's scores for each row of x (N, D) -> (N,) int64, 2048 rows at a time
+    (so the nonzero lists and hidden outputs of a whole dataset are never held at once)."""
+    n = x.shape[0]
+    labels = np.empty(n, np.int64)
+    last = len(weights) - 1
+    for start in range(0, n, 2048):
+        rows = np.ascontiguousarray(x[start:start + 2048])
+        columns, values, lo, mid, hi, _ = _input_csr(rows)
+        h = _layer(lo, mid, hi, columns, values, weights[0], biases[0], last == 0, activation, 1)
+        for layer in range(1, last + 1):
+            c, v, l, m, e, _ = _input_csr(h)
+            h = _layer(l, m, e, c, v, weights[layer], biases[layer], layer == last, activation, 1)
+        for i in range(h.shape[0]):
+            best = 0
+            for j in range(1, h.shape[1]):
+                if h[i, j] > h[i, best]:
+                    best = j
+            labels[start + i] = best
+    return labels

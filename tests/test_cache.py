@@ -384,3 +384,68 @@ def test_functions_outside_fastbp_kernels_keep_numbas_own_locators(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert _config._KernelsLocator.from_function(module.f, str(source)) is None
+
+
+# --- concurrency: processes saving different signatures of one kernel at once --------------------
+
+RACE_CHILD = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from numba.core import caching
+    from fastbp.kernels import _config, activations
+    barrier, others, me, dtype, ndim = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+    if sys.argv[6] == "unlocked":   # (only to show the test catches the race)
+        _config.fcntl = None
+    real_save_index = caching.IndexDataCacheFile._save_index
+
+    def save_index(self, overloads):   # meet the others once the data file's name is chosen
+        open(os.path.join(barrier, me), "w").close()
+        deadline = time.time() + 1.0
+        while len(os.listdir(barrier)) < others and time.time() < deadline:
+            time.sleep(0.005)
+        real_save_index(self, overloads)
+
+    caching.IndexDataCacheFile._save_index = save_index
+    x = np.arange(-3, 5, dtype=dtype).reshape((8,) if ndim == 1 else (2, 4))
+    activations.relu_forward(x)
+""")
+
+RACE_CHECK = textwrap.dedent("""
+    import numpy as np
+    from fastbp.kernels import activations
+    for dtype in ("float32", "float64"):
+        for shape in ((8,), (2, 4)):
+            x = np.arange(-3, 5, dtype=dtype).reshape(shape)
+            y, mask = activations.relu_forward(x)
+            assert y.dtype == x.dtype and (y == np.maximum(x, 0)).all() and (mask == (x <= 0)).all()
+    print("ok", activations.relu_forward.stats.cache_hits)
+""")
+
+
+def _race(tmp_path, mode):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    cases = [("float32", 1), ("float64", 1), ("float32", 2), ("float64", 2)]
+    children = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, str(barrier), str(len(cases)),
+                                  f"{dtype}-{ndim}", dtype, str(ndim), mode], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for dtype, ndim in cases]
+    for child in children:
+        assert child.wait(timeout=300) == 0, child.stderr.read()
+    return subprocess.run([sys.executable, "-c", RACE_CHECK], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the cache lock uses fcntl (POSIX)")
+def test_processes_caching_a_kernel_at_once_do_not_mix_up_its_signatures(tmp_path):
+    """Four processes compile four signatures of one kernel into one empty cache and all reach
+    Numba's cache write together: each signature must load its own machine code afterwards
+    (without the lock they all name their data file .1, and three signatures load another's)."""
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled or cached")
+    out = _race(tmp_path, "locked")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "ok"

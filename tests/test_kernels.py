@@ -201,6 +201,11 @@ CASES = {
     "net_gradient": lambda r, n, d, h, dt, k: (
         layout(sparse_rows(r, n, d, np.float32), k), labels(r, n, 4), *net(r, [d, h, h + 1, 4], dt),
         int(r.integers(0, 3)), int(r.integers(1, 3))),
+    "net_numerical_gradient": lambda r, n, d, h, dt, k: (
+        layout(sparse_rows(r, n, d, np.float64), k), labels(r, n, 3), *net(r, [d, h, 3], np.float64),
+        int(r.integers(0, 3)), 1e-4),
+    "net_labels": lambda r, n, d, h, dt, k: (
+        layout(sparse_rows(r, n, d, np.float32), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
 }
 
 
