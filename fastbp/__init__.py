@@ -8,6 +8,7 @@ from .backend import TWINS, get_backend, set_backend, use_backend
 from .datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, load_mnist
 from .functions import (cross_entropy_error, identity_function, relu, relu_grad, sigmoid,
                         sigmoid_grad, softmax, softmax_loss, step_function, sum_squared_error)
+from . import graph  # fastbp.graph.record(): the computational graph with its numbers
 from .gradcheck import GradCheck, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from .losses import get_loss, set_loss, use_loss

@@ -1,4 +1,4 @@
-"""The fastbp command: train, evaluate, gradcheck, bench, book-compare.
+"""The ``fastbp`` command: train, evaluate, gradcheck, bench, book-compare, graph, sweep.
 
     fastbp train                      # MNIST if it can be had, else Fashion-MNIST, else the shipped digits
     fastbp train --dataset fashion-mnist --hidden 100 --iters 20000 --plot curves.png --save net.npz
@@ -6,6 +6,8 @@
     fastbp gradcheck
     fastbp bench
     fastbp book-compare path/to/deep-learning-from-scratch
+    fastbp graph apple -o apple.svg
+    fastbp sweep --trials 100 --csv sweep.csv --plot sweep.png
 """
 import argparse
 import json
@@ -18,6 +20,7 @@ import numpy as np
 from . import __version__, _checks, _io, datasets
 from .backend import use_backend
 from .gradcheck import gradient_check
+from .graph import GraphvizMissing
 from .nets import MultiLayerNet, TwoLayerNet
 from .training import TrainingDiverged, TrainingInterrupted, fit
 
@@ -412,8 +415,10 @@ def parser():
                    help="also show where a step of fit goes, stage by stage")
     b.set_defaults(run=cmd_bench)
 
-    from . import bookcompare  # its own module; only its argparse wiring is needed here
+    from . import bookcompare, graph, sweep  # their own modules; only their argparse wiring here
     bookcompare.add_command(sub).formatter_class = _RawHelp
+    graph.add_command(sub).formatter_class = _Help
+    sweep.add_command(sub).formatter_class = _Help
     return p
 
 
@@ -435,7 +440,7 @@ def main(argv=None):
         warnings.showwarning = _one_line_warning   # a warning is one line, like an error
         try:
             return args.run(args)
-        except (ValueError, TypeError, datasets.DatasetNotFoundError) as error:
+        except (ValueError, TypeError, datasets.DatasetNotFoundError, GraphvizMissing) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _trace
 from .backend import ops
 from .functions import _cross_entropy_of_rows
 from .losses import get_loss
@@ -99,16 +99,22 @@ class MulLayer:
         x, y = _operand(x), _operand(y)
         out = x * y
         self.x, self.y, self._out_shape = x, y, np.shape(out)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": x, "y": y}, out)
         return out
 
     def backward(self, dout):
         if self.x is None:
             raise RuntimeError("MulLayer.backward: call forward first")
         if _is_number(self.x) and _is_number(self.y):
-            return dout * self.y, dout * self.x   # the book's own arithmetic on numbers
-        dout = _upstream("MulLayer", _operand(dout), self._out_shape)
-        return (_gradient(dout * self.y, self.x, self._out_shape),
-                _gradient(dout * self.x, self.y, self._out_shape))
+            dx, dy = dout * self.y, dout * self.x   # the book's own arithmetic on numbers
+        else:
+            dout = _upstream("MulLayer", _operand(dout), self._out_shape)
+            dx = _gradient(dout * self.y, self.x, self._out_shape)
+            dy = _gradient(dout * self.x, self.y, self._out_shape)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx, dy))
+        return dx, dy
 
 
 class AddLayer:
@@ -124,6 +130,8 @@ class AddLayer:
         out = x + y
         self.x_shape, self.y_shape, self._out_shape = np.shape(x), np.shape(y), np.shape(out)
         self._inputs = x, y   # only their kind and shape matter to backward
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": x, "y": y}, out)
         return out
 
     def backward(self, dout):
@@ -131,9 +139,13 @@ class AddLayer:
             raise RuntimeError("AddLayer.backward: call forward first")
         x, y = self._inputs
         if _is_number(x) and _is_number(y):
-            return dout * 1, dout * 1
-        dout = _upstream("AddLayer", _operand(dout), self._out_shape)
-        return _gradient(dout, x, self._out_shape), _gradient(dout, y, self._out_shape)
+            dx, dy = dout * 1, dout * 1
+        else:
+            dout = _upstream("AddLayer", _operand(dout), self._out_shape)
+            dx, dy = _gradient(dout, x, self._out_shape), _gradient(dout, y, self._out_shape)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx, dy))
+        return dx, dy
 
 
 def _check_dout(layer, dout, shape, dtype):
@@ -159,12 +171,17 @@ class Relu:
 
     def forward(self, x):
         out, self.mask = ops().relu_forward(_as_activation_input("Relu", x))
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": x}, out)
         return out
 
     def backward(self, dout):
         mask = self.mask
         dout = _check_dout("Relu", dout, None if mask is None else mask.shape, None)
-        return ops().relu_backward(dout, mask)
+        dx = ops().relu_backward(dout, mask)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx,))
+        return dx
 
     def _ran(self, out):
         """Take the state of a forward whose output ``out`` was computed elsewhere (a net's
@@ -183,13 +200,18 @@ class _ActivationOfOutput:
     def forward(self, x):
         name = type(self).__name__
         self.out = getattr(ops(), f"{self.kernel}_forward")(_as_activation_input(name, x))
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": x}, self.out)
         return self.out
 
     def backward(self, dout):
         y = self.out
         dout = _check_dout(type(self).__name__, dout, None if y is None else y.shape,
                            None if y is None else y.dtype)
-        return getattr(ops(), f"{self.kernel}_backward")(dout, y)
+        dx = getattr(ops(), f"{self.kernel}_backward")(dout, y)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx,))
+        return dx
 
     def _ran(self, out):
         """Take the state of a forward whose output was computed elsewhere (a whole-net kernel)."""
@@ -239,6 +261,7 @@ class Affine:
 
     def forward(self, x):
         W, b = self._params()
+        given = x   # the object a graph being recorded knows (x is converted and reshaped below)
         x = _checks.as_float_array("Affine.forward: x", x, W.dtype)
         _checks.check_nonempty("Affine.forward: x", x)
         shape = x.shape
@@ -251,7 +274,10 @@ class Affine:
             _warn_once(self, "Affine.forward: x @ W + b has NaN or Inf values (from x, W or b, or "
                              "from an overflow)")
         self.x, self.original_x_shape = x, shape  # only now: a refused call leaves no state
-        return out[0] if len(shape) == 1 else out
+        out = out[0] if len(shape) == 1 else out
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": given, "W": W, "b": b}, out)
+        return out
 
     def backward(self, dout, need_dx=True):
         """Sets dW and db; returns dx (or None when ``need_dx`` is False, as for a first layer)."""
@@ -262,11 +288,15 @@ class Affine:
         expected = (h,) if len(self.original_x_shape) == 1 else (n, h)
         dout = _check_dout("Affine", dout, expected, W.dtype).reshape(n, h)
         x = self.x if self.x.dtype == W.dtype else self.x.astype(W.dtype)  # (see _ran)
-        if not need_dx:
+        if need_dx:
+            dx, self.dW, self.db = ops().affine_backward(x, W, dout)
+            dx = dx.reshape(self.original_x_shape)
+        else:
+            dx = None
             self.dW, self.db = ops().affine_backward_params(x, dout)
-            return None
-        dx, self.dW, self.db = ops().affine_backward(x, W, dout)
-        return dx.reshape(self.original_x_shape)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx, self.dW, self.db))
+        return dx
 
     def _ran(self, x, shape, dW=None, db=None):
         """Take the state of a forward (and backward, given dW, db) computed elsewhere, by a
@@ -295,6 +325,7 @@ class SoftmaxWithLoss:
         self.t = None
 
     def forward(self, x, t):
+        given = x   # the object a graph being recorded knows
         x = _checks.as_float_array("SoftmaxWithLoss.forward: x", x, None)
         _checks.check_ndim("SoftmaxWithLoss.forward: x", x, (1, 2))
         single = x.ndim == 1
@@ -318,6 +349,8 @@ class SoftmaxWithLoss:
                              "or logits too large)")
         self.t = t
         self._y, self._labels, self._single = y, labels, single   # what backward's kernel reads
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": given, "t": t}, self.loss)
         return self.loss
 
     def _ran(self, loss, y, t, labels, single=False):
@@ -332,4 +365,7 @@ class SoftmaxWithLoss:
         if self.y is None:
             raise RuntimeError("SoftmaxWithLoss.backward: call forward first")
         dx = self._backward(self._y, self._labels)
-        return dx[0] if self._single else dx
+        dx = dx[0] if self._single else dx
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx, None))
+        return dx

@@ -18,7 +18,8 @@ SoftmaxWithLoss) with well-formed batch input runs ``predict``, ``loss``, ``grad
 nonzero lists of x, and leaves in the layers the state their own forward and backward would
 (Affine.x, Relu.mask, SoftmaxWithLoss.y, dW, db, ...). Anything else, and any input the fast path
 finds wrong (NaN in x, labels out of range), goes through the layers one by one, which refuse bad
-input their way; so does everything on the reference backend.
+input their way; so does everything on the reference backend, and while a computational graph is
+recorded (fastbp.graph draws the layers' calls).
 """
 import numbers
 import warnings
@@ -26,7 +27,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import _checks, reference
+from . import _checks, _trace, reference
 from .backend import get_backend, ops
 from .engine import CORES
 from .functions import _cross_entropy_of_rows
@@ -104,8 +105,10 @@ class _Net:
 
     def _plan(self, x):
         """A _Plan when one compiled call can do this net's work on x, else None (then the
-        layers run one by one, and refuse bad input their way)."""
-        if get_backend() != "kernels" or not isinstance(x, np.ndarray) or not x.ndim or not x.shape[0]:
+        layers run one by one, and refuse bad input their way). None too while a graph is
+        recorded (fastbp.graph): it draws the layers' calls, so they must run."""
+        if (get_backend() != "kernels" or _trace.recording() or not isinstance(x, np.ndarray)
+                or not x.ndim or not x.shape[0]):
             return None
         layers = tuple(self.layers.values())
         if len(layers) % 2 == 0 or not isinstance(self._last_layer, SoftmaxWithLoss):

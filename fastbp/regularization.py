@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _trace
 from .backend import ops
 from .layers import _check_dout
 
@@ -32,16 +32,23 @@ class Dropout:
         self.mask = None
 
     def forward(self, x, train_flg=True):
+        given = x   # the object a graph being recorded knows
         x = _checks.as_float_array("Dropout.forward: x", x, None)
-        if not train_flg:
-            return x * (1.0 - self.dropout_ratio)
-        out, self.mask = ops().dropout_forward(x, np.random.rand(*x.shape), self.dropout_ratio)
+        if train_flg:
+            out, self.mask = ops().dropout_forward(x, np.random.rand(*x.shape), self.dropout_ratio)
+        else:
+            out = x * (1.0 - self.dropout_ratio)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": given}, out)
         return out
 
     def backward(self, dout):
         mask = self.mask
         dout = _check_dout("Dropout", dout, None if mask is None else mask.shape, None)
-        return ops().dropout_backward(dout, mask)
+        dx = ops().dropout_backward(dout, mask)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx,))
+        return dx
 
 
 class BatchNormalization:
@@ -94,6 +101,7 @@ class BatchNormalization:
 
     def forward(self, x, train_flg=True):
         gamma, beta = self._params()
+        given = x   # the object a graph being recorded knows
         x = _checks.as_float_array("BatchNormalization.forward: x", x, gamma.dtype)
         if x.ndim < 2:
             raise ValueError(f"BatchNormalization.forward: x: expected a batch of shape (N, D) or "
@@ -116,7 +124,10 @@ class BatchNormalization:
         else:
             self.running_mean, self.running_var = mean, var
             out = ops().batchnorm_forward_inference(x, gamma, beta, mean, var)
-        return out.reshape(shape)
+        out = out.reshape(shape)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.forward(self, {"x": given, "gamma": gamma, "beta": beta}, out)
+        return out
 
     def backward(self, dout):
         """Sets dgamma and dbeta; returns dx in the shape of the last training-mode input."""
@@ -134,4 +145,7 @@ class BatchNormalization:
                                  f"since?), got {_checks.describe(a)}")
         dx, self.dgamma, self.dbeta = ops().batchnorm_backward(
             dout.reshape(shape[0], -1), gamma, self.xc, self.xn, self.std)
-        return dx.reshape(shape)
+        dx = dx.reshape(shape)
+        if (graph := _trace.recorder.get()) is not None:
+            graph.backward(self, dout, (dx, self.dgamma, self.dbeta))
+        return dx
