@@ -283,7 +283,7 @@ STAGES = [  # (stage of kernels.step, what it adds to a step)
 ]
 
 
-def profile_step(sizes, x, t, iters, dtype, threads, repeats=7):
+def profile_step(sizes, x, t, iters, dtype, repeats=7):
     """Where a step of ``fit`` goes on the sparse layout: [(stage label, seconds per step)].
 
     A profiler cannot see inside compiled code, so the step is run with its first k stages only,
@@ -291,7 +291,6 @@ def profile_step(sizes, x, t, iters, dtype, threads, repeats=7):
     np.random.seed(0)
     weights, biases, activation = _fastbp_net(sizes, dtype).stack()
     indptr, columns, values = step.sparse.compress_rows(x)
-    split = x.shape[1] // 2
     batches = np.random.default_rng(1).integers(0, len(x), (iters, 100))
     losses = np.zeros(iters)
     seconds = {stage: [] for stage, _ in STAGES}
@@ -299,8 +298,8 @@ def profile_step(sizes, x, t, iters, dtype, threads, repeats=7):
     update = step.plain_sgd(LR, weights, biases)
 
     def run(stage, rows):
-        step._sgd_csr_step_stages(indptr, columns, values, split, t, rows, weights, biases,
-                                  activation, update, losses, threads, stage)
+        step._sgd_csr_step_stages(indptr, columns, values, t, rows, weights, biases, activation,
+                                  update, losses, stage)
 
     run(step.BIASES, batches[:2])
     for _ in range(repeats):
@@ -313,9 +312,9 @@ def profile_step(sizes, x, t, iters, dtype, threads, repeats=7):
             for (_, label), before, after in zip(STAGES, cumulative, cumulative[1:])]
 
 
-def print_profile(name, stages, threads):
+def print_profile(name, stages):
     total = sum(seconds for _, seconds in stages)
-    print(f"\nwhere a step of fastbp fit goes, {name}, MNIST-like, {threads} thread(s) "
+    print(f"\nwhere a step of fastbp fit goes, {name}, MNIST-like "
           f"(each stage: what adding it to the step costs)")
     print(f"  {'stage':<64} {'us/step':>9} {'share':>6}")
     for label, seconds in stages:
@@ -443,12 +442,11 @@ def main(args):
     if args.profile:
         x, t = data32["MNIST-like"]
         for sizes in NETS:
-            for threads in (1, 2):
-                _progress(f"profile {'-'.join(map(str, sizes))}, {threads} thread(s)")
-                with limited_blas():
-                    stages = profile_step(sizes, x, t, args.iters, dtype, threads)
-                _progress_done()
-                print_profile("-".join(map(str, sizes)) + " relu", stages, threads)
+            _progress(f"profile {'-'.join(map(str, sizes))}")
+            with limited_blas():
+                stages = profile_step(sizes, x, t, args.iters, dtype)
+            _progress_done()
+            print_profile("-".join(map(str, sizes)) + " relu", stages)
     if args.startup:
         cold, warm = startup_seconds()
         print(f"\nstart-up, import + fit of 1 step in a fresh interpreter: {cold:.2f} s with an empty "

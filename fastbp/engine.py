@@ -1,24 +1,17 @@
-"""How ``fit`` runs its steps: the layout of the training data, and how many cores to use.
+"""How ``fit`` runs its steps: the layout of the training data and the update rule.
 
 ``TrainingSet`` holds fit's private copy of the data in the layout its steps are fastest on: the
 nonzero lists of each row (CSR) when at most ``SPARSE_MAX_DENSITY`` of the entries are nonzero, as
 MNIST's 19 %, else the dense rows. Compressing takes one pass over the data (~0.1 s for MNIST) and
 then no step gathers its batch: it reads the rows' nonzeros where they are. The choice depends on
-the data only, so the same data and seed give the same weights on any machine and thread count.
-
-``Cores`` picks 1 or 2 threads for kernels that take a thread count, by measuring both as the run
-goes (see its docstring). Those kernels compute the same numbers on either count.
+the data only, so the same data and seed give the same weights on any machine.
 """
-import os
-import time
 
-import numba
 import numpy as np
 
 from . import optimizers
 from .backend import get_backend, ops
 from .kernels import step
-from .threads import threads_setting
 
 # The sparse layout wins below this share of nonzeros (measured: MNIST's 19 % and Fashion-MNIST's
 # 50 %; at 100 % the dense BLAS step is faster on one core).
@@ -40,17 +33,14 @@ class TrainingSet:
         self.sparse = self.density <= SPARSE_MAX_DENSITY and get_backend() == "kernels"
         if self.sparse:
             self.indptr, self.columns, self.values = ops().compress_rows(x)
-            # the first layer's two parts get about half the nonzeros each
-            counts = np.bincount(self.columns, minlength=self.features)
-            self.split = int(np.searchsorted(np.cumsum(counts), nonzeros / 2))
         else:
             self.x = np.array(x, copy=True)
 
-    def sgd_steps(self, batches, weights, biases, activation, update, losses, threads):
+    def sgd_steps(self, batches, weights, biases, activation, update, losses):
         """One training step per row of batches, as kernels.sgd_steps (in place)."""
         if self.sparse:
-            ops().sgd_steps_csr(self.indptr, self.columns, self.values, self.split, self.t, batches,
-                                weights, biases, activation, update, losses, threads)
+            ops().sgd_steps_csr(self.indptr, self.columns, self.values, self.t, batches, weights,
+                                biases, activation, update, losses)
         else:
             ops().sgd_steps(self.x, self.t, batches, weights, biases, activation, update, losses)
 
@@ -96,65 +86,3 @@ def update_rule(optimizer, weights, biases, weight_decay):
                 b_state.append(optimizer._state(name, f"b{i}", b, b.dtype))
     assert len(w_state) == 2 * layers
     return rule, hyper, tuple(w_state), tuple(b_state)
-
-
-def _available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        return os.cpu_count() or 1
-
-
-class Cores:
-    """1 or 2 threads for work that can use either, whichever measured faster lately.
-
-    Two threads halve the big products when the machine is quiet, and collapse when another
-    process holds a core: a parallel region then waits for a thread the scheduler has parked, and
-    a step takes milliseconds. So each kind of work (``key``) keeps the latest seconds per unit on
-    each count, runs on the faster, and every ``PROBE_SECONDS`` of its own run time tries the
-    other count once, on a small piece of work, noticing within seconds when the machine gets busy
-    or quiet again. The setting (fastbp.set_threads, $FASTBP_THREADS) can fix the count instead;
-    "auto" means 1 on a single core or with NUMBA_NUM_THREADS=1.
-    """
-
-    PROBE_SECONDS = 2.0
-
-    def __init__(self):
-        self._seconds_per_unit = {}   # key -> {threads: seconds per unit}
-        self._since_probe = {}        # key -> run time since the last probe of the other count
-
-    def choose(self, key):
-        """(threads, is_probe) for the next piece of work of this kind."""
-        setting = threads_setting()
-        if setting != "auto":
-            return setting, False
-        if min(_available_cores(), numba.config.NUMBA_NUM_THREADS) < 2:
-            return 1, False
-        known = self._seconds_per_unit.setdefault(key, {})
-        for threads in (2, 1):          # measure both first, two threads first
-            if threads not in known:
-                return threads, len(known) > 0
-        best = min(known, key=known.get)
-        if self._since_probe.get(key, 0.0) >= self.PROBE_SECONDS:
-            return 3 - best, True
-        return best, False
-
-    def record(self, key, threads, seconds, units, probe):
-        """What a piece of work on ``threads`` threads cost: ``seconds`` for ``units`` units.
-        The first piece of each kind is not recorded: it includes compiling the kernels."""
-        if key not in self._since_probe:
-            self._since_probe[key] = 0.0
-            return
-        self._seconds_per_unit.setdefault(key, {})[threads] = seconds / max(units, 1)
-        self._since_probe[key] = 0.0 if probe else self._since_probe[key] + seconds
-
-    def run(self, key, work, units):
-        """work(threads) for ``units`` units of this kind, timed and recorded; returns its result."""
-        threads, probe = self.choose(key)
-        start = time.perf_counter()
-        result = work(threads)
-        self.record(key, threads, time.perf_counter() - start, units, probe)
-        return result
-
-
-CORES = Cores()   # one for the process: what it measured serves every later fit and call

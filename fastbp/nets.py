@@ -29,7 +29,6 @@ import numpy as np
 
 from . import _checks, _trace, reference
 from .backend import get_backend, ops
-from .engine import CORES
 from .functions import _cross_entropy_of_rows
 from .gradcheck import _observer as _kinks_observer
 from .gradcheck import numerical_gradient
@@ -40,7 +39,6 @@ from .regularization import BatchNormalization, Dropout
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}
 ACTIVATION_CODES = {Relu: reference.RELU, Sigmoid: reference.SIGMOID, Tanh: reference.TANH}
 TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): training differs from testing
-SMALL_BATCH = 64   # rows below which a compiled call runs on one thread, unmeasured
 NUMERICAL_STEP = 1e-4   # the book's h
 
 
@@ -55,17 +53,8 @@ class _Plan:
         self.single = len(shape) == 1
 
     def run(self, kernel, *args):
-        """ops().<kernel>(x, *args, weights, biases, activation, threads), on 1 or 2 threads as
-        engine.CORES measures for this kind of call (small batches: 1)."""
-        n = self.x.shape[0]
-        work = getattr(ops(), kernel)
-
-        def call(threads):
-            return work(self.x, *args, self.weights, self.biases, self.activation, threads)
-        if n < SMALL_BATCH:
-            return call(1)
-        key = (kernel, tuple(W.shape for W in self.weights), self.x.dtype.str, n)
-        return CORES.run(key, call, 1)
+        """ops().<kernel>(x, *args, weights, biases, activation)."""
+        return getattr(ops(), kernel)(self.x, *args, self.weights, self.biases, self.activation)
 
 
 class _Net:
@@ -291,8 +280,7 @@ class _Net:
                 and get_loss() == "exact"):
             plan = self._plan(x)
             labels = self._plan_labels(plan, t)
-            if labels is not None and not ops().net_scores(plan.x, plan.weights, plan.biases,
-                                                           plan.activation, 1)[1]:
+            if labels is not None and not plan.run("net_scores")[1]:
                 dWs, dbs, kWs, kbs = ops().net_numerical_gradient(
                     plan.x, labels, plan.weights, plan.biases, plan.activation, NUMERICAL_STEP)
                 kinks = _kinks_observer.get()

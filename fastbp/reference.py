@@ -312,10 +312,8 @@ def predict_labels_csr(indptr, columns, values, weights, biases, activation):
                           activation)
 
 
-def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, update,
-                  losses, threads):
-    """sgd_steps with the training inputs x (M, D) given as CSR; ``split`` and ``threads`` say how
-    the kernel divides the first layer's work and change nothing in the result."""
+def sgd_steps_csr(indptr, columns, values, t, batches, weights, biases, activation, update, losses):
+    """sgd_steps with the training inputs x (M, D) given as CSR."""
     x = _densify(indptr, columns, values, weights[0].shape[0])
     sgd_steps(x, t, batches, weights, biases, activation, update, losses)
 
@@ -341,7 +339,7 @@ def _activate(h, activation):
     return _FORWARD[activation](h)
 
 
-def net_scores(x, weights, biases, activation, threads):
+def net_scores(x, weights, biases, activation):
     """Every layer's output of the net for x (N, D). -> ([h1, ..., scores], how many entries of x
     are NaN or infinite)"""
     outputs, h = [], x.astype(weights[0].dtype)
@@ -353,10 +351,10 @@ def net_scores(x, weights, biases, activation, threads):
     return outputs, int(np.count_nonzero(~np.isfinite(x)))
 
 
-def net_loss(x, t, weights, biases, activation, threads):
+def net_loss(x, t, weights, biases, activation):
     """Mean softmax cross-entropy of the net on x (N, D), class indices t (N,) int64.
     -> (loss, y = softmax(scores), [h1, ..., scores], how many entries of x are not finite)"""
-    outputs, nonfinite = net_scores(x, weights, biases, activation, threads)
+    outputs, nonfinite = net_scores(x, weights, biases, activation)
     loss, y = softmax_cross_entropy(outputs[-1], t)
     return loss, y, outputs, nonfinite
 
@@ -364,10 +362,10 @@ def net_loss(x, t, weights, biases, activation, threads):
 _BACKWARD = {SIGMOID: sigmoid_backward, TANH: tanh_backward}
 
 
-def net_gradient(x, t, weights, biases, activation, threads):
+def net_gradient(x, t, weights, biases, activation):
     """The loss and its gradient with respect to every weight and bias, by backpropagation.
     -> (loss, y, [h1, ..., scores], [dW1, ...], [db1, ...], how many entries of x are not finite)"""
-    loss, y, outputs, nonfinite = net_loss(x, t, weights, biases, activation, threads)
+    loss, y, outputs, nonfinite = net_loss(x, t, weights, biases, activation)
     inputs = [x.astype(weights[0].dtype)] + outputs[:-1]
     dout = softmax_cross_entropy_backward(y, t)
     dWs, dbs = [], []
@@ -453,11 +451,11 @@ def net_numerical_gradient(x, t, weights, biases, activation, step):
     +-step in turn (and restored exactly), and which shifts flip a ReLU (a hidden input within
     step of 0: the central difference straddles the kink there).
     -> ([dW1, ...], [db1, ...], [W1 kinks, ...], [b1 kinks, ...])"""
-    hidden = net_scores(x, weights, biases, activation, 1)[0][:-1]
+    hidden = net_scores(x, weights, biases, activation)[0][:-1]
     relu_off = [h <= 0 for h in hidden]
 
     def shifted_loss():
-        loss, _, outputs, _ = net_loss(x, t, weights, biases, activation, 1)
+        loss, _, outputs, _ = net_loss(x, t, weights, biases, activation)
         flipped = activation == RELU and any(((h <= 0) != off).any()
                                              for h, off in zip(outputs[:-1], relu_off))
         return loss, flipped

@@ -266,16 +266,14 @@ def _init_worker(data):
 
 
 def _single_threaded():
-    """One BLAS thread and one fastbp thread in this process (two workers on two cores must not
-    run four threads). Dask's nanny sets OPENBLAS_NUM_THREADS=1 too; a worker started otherwise
+    """One BLAS thread in this process (two workers on two cores must not run four threads). Dask's nanny sets OPENBLAS_NUM_THREADS=1 too; a worker started otherwise
     gets it here."""
     if _WORKER.get("single"):
         return
     from threadpoolctl import threadpool_limits
 
-    from .threads import set_blas_threads, set_threads
+    from .threads import set_blas_threads
     threadpool_limits(1)
-    set_threads(1)
     set_blas_threads(1)
     _WORKER["single"] = True
 

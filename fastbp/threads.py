@@ -1,12 +1,4 @@
-"""How many threads fastbp uses: its own parallel kernels (``threads_setting``) and BLAS.
-
-fastbp's sparse kernels split their large products in two fixed parts by input column and can
-run the parts on two cores; the arithmetic is the same on one, so the weights do not depend on
-the thread count. ``threads_setting()`` is "auto" (fastbp/engine.Cores measures both counts as a
-run goes and takes the faster, so a machine whose other core gets busy does not stall training),
-or 1 or 2: ``set_threads(n)``, else ``$FASTBP_THREADS``.
-
-BLAS, which fastbp calls only for the dense layouts:
+"""How many threads BLAS uses in fastbp. fastbp's own kernels run on the calling thread.
 
 fastbp's compiled kernels call BLAS (SciPy's OpenBLAS, through Numba) for the large products, and
 NumPy brings a second OpenBLAS of its own. At MNIST sizes (a 100 x 784 by 784 x 50 product takes
@@ -34,28 +26,6 @@ from threadpoolctl import ThreadpoolController
 from . import _checks
 
 _override = None
-_threads_override = None
-
-
-def threads_setting():
-    """"auto", 1 or 2: set_threads(n), else $FASTBP_THREADS, else "auto"."""
-    if _threads_override is not None:
-        return _threads_override
-    value = os.environ.get("FASTBP_THREADS", "auto").strip().lower() or "auto"
-    if value == "auto":
-        return "auto"
-    if value in ("1", "2"):
-        return int(value)
-    raise ValueError(f"FASTBP_THREADS: expected auto, 1 or 2, got {value!r}")
-
-
-def set_threads(n):
-    """Run fastbp's parallel kernels on ``n`` threads: "auto" (measure and pick, the default), 1
-    or 2; None goes back to $FASTBP_THREADS. Results are the same on any of them."""
-    global _threads_override
-    if n is not None and n != "auto" and (isinstance(n, bool) or n not in (1, 2)):
-        raise ValueError(f"n: expected 'auto', 1, 2 or None, got {n!r}")
-    _threads_override = n
 
 
 def blas_threads():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, optimizers, progress
-from .engine import CORES, RULES, TrainingSet, update_rule
+from .engine import RULES, TrainingSet, update_rule
 from .kernels import step
 from .threads import limited_blas
 
@@ -24,7 +24,6 @@ CALL_SECONDS = 0.15          # target length of one compiled call, i.e. the long
 _BATCH_ENTRIES = 1 << 20     # batch indices drawn at once at most (8 MB of int64), whatever iters
 _EVAL_FLOPS = 1e9            # work per compiled call while measuring accuracy
 _PREDICT_BLOCK = 2048        # predict_labels' own block of rows (kernels/step.py)
-_PROBE_SHARE = 8             # a call trying the other thread count is this much shorter
 UNNORMALISED_ABOVE = 2       # whole-number input beyond this looks like raw pixels or counts
 CHANCE_TOLERANCE = 0.02      # final loss above 98 % of ln(classes): nothing learnt
 _CHANCE_STEPS = 100          # ... judged on the mean of the last this many steps, if fit ran as many
@@ -167,7 +166,7 @@ def _divergence(data, batches, weights, biases, activation, update, lr, first, t
         hyper_s = hyper.copy()
         hyper_s[step.ITERATION] += s   # Adam's step count, as in the call
         data.sgd_steps(batches[s:s + 1], weights, biases, activation, (rule, hyper_s, w_state, b_state),
-                       loss, 1)
+                       loss)
         what = None if np.isfinite(loss[0]) else f"the loss became {loss[0]}"
         for name, p in zip(names, params):
             if what is None and not np.isfinite(p).all():
@@ -271,8 +270,6 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
         warnings.warn(message, TrainingWarning, stacklevel=2)
     rng = np.random.default_rng(seed)
 
-    # the kind of work, for the choice of thread count (dense steps run on BLAS's own threads)
-    work = ("fit", train.sparse, tuple(W.shape for W in weights), dtype.str, batch_size)
     params = [*weights, *biases]
     history = History()
     losses = np.zeros(min(iters, 1 << 16))    # grows as steps are done, never to more than iters
@@ -292,8 +289,7 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                 stop = min((done // eval_every + (done % eval_every != 0)) * eval_every + 1, iters)
                 first = done
                 while done < stop:
-                    threads, probe = CORES.choose(work) if train.sparse else (1, False)
-                    k = min(max(1, steps // _PROBE_SHARE) if probe else steps, stop - done)
+                    k = min(steps, stop - done)
                     if done + k > len(losses):
                         grown = np.zeros(min(iters, max(2 * len(losses), done + k)))
                         grown[:done] = losses[:done]
@@ -307,7 +303,7 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                     tick = time.perf_counter()
                     try:
                         train.sgd_steps(batches, weights, biases, activation, update,
-                                        losses[done:done + k], threads)
+                                        losses[done:done + k])
                         seconds = time.perf_counter() - tick
                         if not (np.isfinite(losses[done:done + k]).all()
                                 and all(np.isfinite(p).all() for p in params)):
@@ -328,11 +324,9 @@ def fit(net, x_train, t_train, x_test=None, t_test=None, *, iters=10000, batch_s
                     else:
                         history.compile_seconds += seconds
                         cold.cancel()
-                    if train.sparse:
-                        CORES.record(work, threads, seconds, k, probe)
                     # the rate just measured sets the next call's length; a call cut short by an
                     # evaluation point may only shrink it, and growth is at most 4x per call
-                    if timed and not probe and (k == steps or seconds > CALL_SECONDS):
+                    if timed and (k == steps or seconds > CALL_SECONDS):
                         steps = max(1, min(4 * steps, int(CALL_SECONDS * k / max(seconds, 1e-9)), most))
                     timed = True
                     if table is not None and done < stop:

@@ -10,8 +10,6 @@ output, the softmax probabilities, the loss and the gradients. Labels are class 
 The first layer reads the caller's x as it is (float32 images into a float64 net need no
 converted copy) through its nonzero lists, made per call in two vector passes that also count
 the entries that are not finite (``nonfinite``, for the caller to refuse such input). A layer
-large enough (SPLIT_MIN_WEIGHTS) runs in two column parts, on two cores when ``threads`` is 2,
-with the same arithmetic either way (see kernels/step.py).
 """
 import numpy as np
 
@@ -19,9 +17,7 @@ from . import sparse
 from ._config import jit
 from .softmax_ce import softmax_cross_entropy, softmax_cross_entropy_backward
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
-from .step import (RELU, SPLIT_MIN_WEIGHTS, _activate, _activation_backward, _aligned_rows, _times,
-                   _transpose_into)
-from .step import _add_outer as _add_outer_parts
+from .step import RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _times, _transpose_into
 
 
 @jit
@@ -61,88 +57,83 @@ def onehot_labels(t):
 
 @jit
 def _input_csr(x):
-    """The nonzero lists of x (N, D), C-contiguous, with each row's list split at column D // 2:
-    (columns, values (x's dtype), lo, mid, hi, how many entries of x are NaN or infinite)."""
-    n, d = x.shape
+    """The nonzero lists of x (N, D), C-contiguous: (columns, values (x's dtype), lo, hi: row r's
+    list is lo[r]:hi[r], how many entries of x are NaN or infinite)."""
+    n = x.shape[0]
     counts = np.empty(n, np.int64)
     nonfinite = sparse._count_nonzeros(x, counts)
     indptr = np.empty(n + 1, np.int64)
     columns = np.empty(counts.sum(), np.int32)
     values = np.empty(counts.sum(), x.dtype)
     sparse._compress_into(x, indptr, columns, values)
-    lo, mid, hi = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-    sparse._row_slices(indptr, columns, np.arange(n), d // 2, lo, mid, hi)
-    return columns, values, lo, mid, hi, nonfinite
+    lo, hi = np.empty(n, np.int64), np.empty(n, np.int64)
+    sparse._row_slices(indptr, np.arange(n), lo, hi)
+    return columns, values, lo, hi, nonfinite
 
 
 @jit
-def _layer(lo, mid, hi, columns, values, W, b, last, activation, threads):
+def _layer(lo, hi, columns, values, W, b, last, activation):
     """One layer's output for inputs given as row slices of nonzero lists."""
-    below, width = W.shape
-    n = lo.size
-    out = np.empty((n, width), W.dtype)
+    width = W.shape[1]
+    out = np.empty((lo.size, width), W.dtype)
     epilogue = STORE_RELU if not last and activation == RELU else STORE
-    _times(lo, mid, hi, columns, values, W, b, width, out, epilogue, out,
-           below * width >= SPLIT_MIN_WEIGHTS, np.empty((2, n, width), W.dtype), threads)
+    _times(lo, hi, columns, values, W, b, width, out, epilogue, out)
     if not last and activation != RELU:
         _activate(out, activation)
     return out
 
 
 @jit
-def _forward(x, weights, biases, activation, threads):
+def _forward(x, weights, biases, activation):
     """-> ([h1, ..., scores], the first layer's input lists, the hidden layers' input lists, how
     many entries of x are not finite). x (N, D) C-contiguous."""
     last = len(weights) - 1
-    columns, values, lo, mid, hi, nonfinite = _input_csr(x)
-    first = (columns, values, lo, mid, hi)
-    outputs = [_layer(lo, mid, hi, columns, values, weights[0], biases[0], last == 0, activation,
-                      threads)]
+    columns, values, lo, hi, nonfinite = _input_csr(x)
+    first = (columns, values, lo, hi)
+    outputs = [_layer(lo, hi, columns, values, weights[0], biases[0], last == 0, activation)]
     none = np.empty(0, np.int64)
-    hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none, none)]
+    hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none)]
     hidden.pop()  # (typed by a dummy first element: a net without hidden layers has none)
     for layer in range(1, last + 1):
-        columns, values, lo, mid, hi, _ = _input_csr(outputs[layer - 1])
-        hidden.append((columns, values, lo, mid, hi))
-        outputs.append(_layer(lo, mid, hi, columns, values, weights[layer], biases[layer],
-                              layer == last, activation, threads))
+        columns, values, lo, hi, _ = _input_csr(outputs[layer - 1])
+        hidden.append((columns, values, lo, hi))
+        outputs.append(_layer(lo, hi, columns, values, weights[layer], biases[layer], layer == last,
+                              activation))
     return outputs, first, hidden, nonfinite
 
 
 @jit
-def net_scores(x, weights, biases, activation, threads):
+def net_scores(x, weights, biases, activation):
     """Every layer's output of the net for x (N, D). -> ([h1, ..., scores], how many entries of x
     are NaN or infinite)"""
-    outputs, _, _, nonfinite = _forward(np.ascontiguousarray(x), weights, biases, activation, threads)
+    outputs, _, _, nonfinite = _forward(np.ascontiguousarray(x), weights, biases, activation)
     return outputs, nonfinite
 
 
 @jit
-def net_loss(x, t, weights, biases, activation, threads):
+def net_loss(x, t, weights, biases, activation):
     """Mean softmax cross-entropy of the net on x (N, D), class indices t (N,) int64.
     -> (loss, y = softmax(scores), [h1, ..., scores], how many entries of x are not finite)"""
-    outputs, nonfinite = net_scores(x, weights, biases, activation, threads)
+    outputs, nonfinite = net_scores(x, weights, biases, activation)
     loss, y = softmax_cross_entropy(outputs[len(outputs) - 1], t)
     return loss, y, outputs, nonfinite
 
 
 @jit
-def _add_outer_into_new(lo, mid, hi, columns, values, d, W, threads):
+def _add_outer_into_new(lo, hi, columns, values, d, W):
     """X^T d as a fresh (D, H) array for a layer W (D, H): zeroed 64-byte rows updated in place,
     returned as the (D, H) view."""
     below, width = W.shape
     dW = _aligned_rows(below, width, W)
-    _add_outer_parts(lo, mid, hi, columns, values, d, dW, width, 1.0,
-                     below * width >= SPLIT_MIN_WEIGHTS, threads)
+    _add_outer(lo, hi, columns, values, d, dW, width, 1.0)
     return dW[:, :width]
 
 
 @jit
-def net_gradient(x, t, weights, biases, activation, threads):
+def net_gradient(x, t, weights, biases, activation):
     """The loss and its gradient with respect to every weight and bias, by backpropagation.
     -> (loss, y, [h1, ..., scores], [dW1, ...], [db1, ...], how many entries of x are not finite)"""
-    outputs, first, hidden, nonfinite = _forward(np.ascontiguousarray(x), weights, biases,
-                                                 activation, threads)
+    outputs, first, hidden, nonfinite = _forward(np.ascontiguousarray(x), weights, biases, activation)
     last = len(weights) - 1
     n = x.shape[0]
     loss, y = softmax_cross_entropy(outputs[last], t)
@@ -155,23 +146,22 @@ def net_gradient(x, t, weights, biases, activation, threads):
         W = weights[layer]
         below, width = W.shape
         if layer == 0:
-            columns, values, lo, mid, hi = first
-            dWs.append(_add_outer_into_new(lo, mid, hi, columns, values, d, W, threads))
+            columns, values, lo, hi = first   # (x's dtype: a call of its own)
+            dWs.append(_add_outer_into_new(lo, hi, columns, values, d, W))
         else:
-            columns, values, lo, mid, hi = hidden[layer - 1]
-            dWs.append(_add_outer_into_new(lo, mid, hi, columns, values, d, W, threads))
+            columns, values, lo, hi = hidden[layer - 1]
+            dWs.append(_add_outer_into_new(lo, hi, columns, values, d, W))
         db = np.zeros(width, y.dtype)
         sparse._column_sums_into(d, n, width, width, db, 1.0)
         dbs.append(db)
         if layer > 0:  # d_below = (d @ W.T) * f'(.), with W as it is (the caller updates later)
             WT = _aligned_rows(width, below, W)
             _transpose_into(W, width, WT)
-            d_columns, d_values, d_lo, d_mid, d_hi, _ = _input_csr(d)
+            d_columns, d_values, d_lo, d_hi, _ = _input_csr(d)
             d_below = np.empty((n, below), y.dtype)
             epilogue = STORE_RELU_MASKED if activation == RELU else STORE
-            _times(d_lo, d_mid, d_hi, d_columns, d_values, WT, no_bias, below, d_below, epilogue,
-                   outputs[layer - 1], below * width >= SPLIT_MIN_WEIGHTS,
-                   np.empty((2, n, below), y.dtype), threads)
+            _times(d_lo, d_hi, d_columns, d_values, WT, no_bias, below, d_below, epilogue,
+                   outputs[layer - 1])
             if activation != RELU:
                 _activation_backward(d_below, outputs[layer - 1], activation)
             d = d_below
@@ -185,9 +175,9 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off):
     """(the mean cross-entropy of the net on the first layer's input lists ``first`` with labels
     t, whether a ReLU's mask h <= 0 differs from ``relu_off`` (the unshifted masks, hidden layer
     by layer) for some sample)."""
-    columns, values, lo, mid, hi = first
+    columns, values, lo, hi = first
     last = len(weights) - 1
-    h = _layer(lo, mid, hi, columns, values, weights[0], biases[0], last == 0, activation, 1)
+    h = _layer(lo, hi, columns, values, weights[0], biases[0], last == 0, activation)
     flipped = False
     for layer in range(1, last + 1):
         if activation == RELU and not flipped:
@@ -195,8 +185,8 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off):
             for i in range(h.shape[0]):
                 for j in range(h.shape[1]):
                     flipped = flipped or (h[i, j] <= 0) != off[i, j]
-        c, v, l, m, e, _ = _input_csr(h)
-        h = _layer(l, m, e, c, v, weights[layer], biases[layer], layer == last, activation, 1)
+        c, v, l, e, _ = _input_csr(h)
+        h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
     return softmax_cross_entropy(h, t)[0], flipped
 
 
@@ -226,9 +216,7 @@ def net_numerical_gradient(x, t, weights, biases, activation, step):
     step of 0: the central difference straddles the kink there).
     -> ([dW1, ...], [db1, ...], [W1 kinks, ...], [b1 kinks, ...]). x's nonzero lists are made
     once; every shifted loss is a whole forward pass, as the book's."""
-    columns, values, lo, mid, hi, _ = _input_csr(np.ascontiguousarray(x))
-    first = (columns, values, lo, mid, hi)
-    outputs, _, _, _ = _forward(np.ascontiguousarray(x), weights, biases, activation, 1)
+    outputs, first, _, _ = _forward(np.ascontiguousarray(x), weights, biases, activation)
     relu_off = [outputs[0] <= 0]
     relu_off.pop()
     for layer in range(len(weights) - 1):
@@ -260,11 +248,11 @@ def net_labels(x, weights, biases, activation):
     last = len(weights) - 1
     for start in range(0, n, 2048):
         rows = np.ascontiguousarray(x[start:start + 2048])
-        columns, values, lo, mid, hi, _ = _input_csr(rows)
-        h = _layer(lo, mid, hi, columns, values, weights[0], biases[0], last == 0, activation, 1)
+        columns, values, lo, hi, _ = _input_csr(rows)
+        h = _layer(lo, hi, columns, values, weights[0], biases[0], last == 0, activation)
         for layer in range(1, last + 1):
-            c, v, l, m, e, _ = _input_csr(h)
-            h = _layer(l, m, e, c, v, weights[layer], biases[layer], layer == last, activation, 1)
+            c, v, l, e, _ = _input_csr(h)
+            h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
         for i in range(h.shape[0]):
             best = 0
             for j in range(1, h.shape[1]):

@@ -82,25 +82,11 @@ def compress_rows(x):
 
 
 @jit
-def _first_at_or_after(columns, start, end, column):
-    """The first k in [start, end) with columns[k] >= column (end if none); columns increasing."""
-    while start < end:
-        middle = (start + end) // 2
-        if columns[middle] < column:
-            start = middle + 1
-        else:
-            end = middle
-    return start
-
-
-@jit
-def _row_slices(indptr, columns, rows, split, lo, mid, hi):
-    """For each r: lo[r]:hi[r] is row rows[r]'s nonzero list, split at mid[r] = its first column
-    >= split (the two halves of the row's columns)."""
+def _row_slices(indptr, rows, lo, hi):
+    """For each r: lo[r]:hi[r] is row rows[r]'s nonzero list."""
     for r in range(rows.size):
         i = rows[r]
         lo[r], hi[r] = indptr[i], indptr[i + 1]
-        mid[r] = _first_at_or_after(columns, lo[r], hi[r], split)
 
 
 @jit

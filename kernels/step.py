@@ -312,23 +312,14 @@ def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
 # a step gathers nothing), the previous layer's output compressed for the others (ReLU leaves about
 # half of it zero). Products run as sparse.py's tile loops instead of BLAS.
 #
-# Large layers are split in two fixed parts by input column: part 0 owns the rows of W below the
-# split, part 1 the rest. The update W -= lr X^T d touches disjoint rows per part; the forward
-# computes a partial sum per part and adds them, (b + part 0) + part 1. The parts are what two
-# cores can run at once, each keeping its half of W in its own L2 cache (a 784 x 256 float32 W
-# does not fit one); the arithmetic does not depend on who runs them, so the weights are the same
-# for any thread count. Whether a layer is split depends on its shape only.
-#
-# Today both parts run on the calling thread (``threads`` is accepted and not used): Numba's
-# parallel=True regions could not stay, as a cached kernel calling one crashed when a new caller
-# in another process linked it (numba#8578).
+# Each step runs on the calling thread. Two threads were tried: BLAS's and a Numba prange over
+# two column parts of W each collapsed 14-25x when another process kept the second core busy, and
+# Numba's parallel=True regions could not stay anyway, as a cached kernel calling one crashed when
+# a new caller in another process linked it (numba#8578).
 #
 # The weights are updated in 64-byte-aligned copies whose rows are padded to whole 64-byte lines
 # (see _aligned_rows): a row update that straddles cache lines (a 50-float row is 200 bytes)
 # measured 1.8x slower.
-
-SPLIT_MIN_WEIGHTS = 1 << 14   # split layers whose W has at least this many entries (784 x 50 does)
-
 
 @jit
 def _aligned_rows(rows, width, like):
@@ -353,76 +344,20 @@ def _transpose_into(W, width, out):
 
 
 @jit
-def _part_times(part, lo, mid, hi, columns, values, W, w_stride, no_bias, width, partial):
-    if part == 0:
-        sparse._rows_times(lo, mid, columns, values, W, w_stride, no_bias, width, partial[0], width,
-                           STORE, partial[0])
-    else:
-        sparse._rows_times(mid, hi, columns, values, W, w_stride, no_bias, width, partial[1], width,
-                           STORE, partial[1])
+def _times(lo, hi, columns, values, W, b, width, out, epilogue, h):
+    """out = epilogue(X @ W[:, :width] + b), X's rows lo[r]:hi[r] (see sparse._rows_times)."""
+    sparse._rows_times(lo, hi, columns, values, W, W.shape[1], b, width, out, width, epilogue, h)
 
 
 @jit
-def _two_part_times_serial(lo, mid, hi, columns, values, W, w_stride, no_bias, width, partial):
-    for part in range(2):
-        _part_times(part, lo, mid, hi, columns, values, W, w_stride, no_bias, width, partial)
+def _add_outer(lo, hi, columns, values, D, W, width, scale):
+    """W[:, :width] += scale X^T D, X's rows lo[r]:hi[r]."""
+    sparse._add_outer(lo, hi, columns, values, D, width, W, W.shape[1], width, scale)
 
 
 @jit
-def _part_add_outer(part, lo, mid, hi, columns, values, D, W, w_stride, width, scale):
-    if part == 0:
-        sparse._add_outer(lo, mid, columns, values, D, width, W, w_stride, width, scale)
-    else:
-        sparse._add_outer(mid, hi, columns, values, D, width, W, w_stride, width, scale)
-
-
-@jit
-def _two_part_add_outer_serial(lo, mid, hi, columns, values, D, W, w_stride, width, scale):
-    for part in range(2):
-        _part_add_outer(part, lo, mid, hi, columns, values, D, W, w_stride, width, scale)
-
-
-@jit
-def _add_halves(partial, b, width, out, epilogue, h):
-    """out = epilogue((b + partial[0]) + partial[1]) (b may be empty), epilogue as _rows_times."""
-    tile = simd.zeros(out, 256)
-    for r in range(out.shape[0]):
-        for c0 in range(0, width, simd.lanes(tile)):
-            n, o = width - c0, r * width + c0
-            acc = simd.load(tile, partial[0], o, n)
-            if b.size:
-                acc = simd.add(simd.load(tile, b, c0, n), acc)
-            acc = simd.add(acc, simd.load(tile, partial[1], o, n))
-            if epilogue == STORE_RELU:
-                acc = simd.relu(acc)
-            elif epilogue == STORE_RELU_MASKED:
-                acc = simd.relu_mask(acc, simd.load(tile, h, o, n))
-            simd.store(out, o, n, acc)
-
-
-@jit
-def _times(lo, mid, hi, columns, values, W, b, width, out, epilogue, h, split, partial, threads):
-    """out = epilogue(X @ W[:, :width] + b), X's rows lo[r]:hi[r] (split at mid[r] if split)."""
-    if not split:
-        sparse._rows_times(lo, hi, columns, values, W, W.shape[1], b, width, out, width, epilogue, h)
-        return
-    no_bias = np.empty(0, W.dtype)
-    _two_part_times_serial(lo, mid, hi, columns, values, W, W.shape[1], no_bias, width, partial)
-    _add_halves(partial, b, width, out, epilogue, h)
-
-
-@jit
-def _add_outer(lo, mid, hi, columns, values, D, W, width, scale, split, threads):
-    """W[:, :width] += scale X^T D, X's rows lo[r]:hi[r] (the two halves in parallel if split)."""
-    if not split:
-        sparse._add_outer(lo, hi, columns, values, D, width, W, W.shape[1], width, scale)
-    else:
-        _two_part_add_outer_serial(lo, mid, hi, columns, values, D, W, W.shape[1], width, scale)
-
-
-@jit
-def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, biases, activation,
-                         update, losses, threads, upto):
+def _sgd_csr_step_stages(indptr, columns, values, t, batches, weights, biases, activation, update,
+                         losses, upto):
     """sgd_steps_csr doing only the stages FORWARD..upto of every step (upto = BIASES: all)."""
     rule, hyper, w_state, b_state = update
     lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
@@ -435,23 +370,18 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
     hidden = RELU if activation == RELU else -1
     # Per layer: the padded weights (and their gradients and rule state, laid out alike), W.T
     # (for the gradient below it), outputs (acts), output gradients (douts), the CSR of its input
-    # and its row slices, and the split.
+    # and its row slices.
     Ws = []
     dWs = []
     states = []   # slot-major, as w_state
     WTs = []
     acts = []
     douts = []
-    partials = []
     in_ptr = []
     in_cols = []
     in_vals = []
     los = []
-    mids = []
     his = []
-    splits, split_at = [False], [0]  # typed by their first, dummy element
-    splits.pop()
-    split_at.pop()
     for layer in range(last + 1):
         W = weights[layer]
         below, width = W.shape
@@ -462,15 +392,11 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
         WTs.append(_aligned_rows(width, below, values))
         acts.append(np.empty((size, width), dtype))
         douts.append(np.zeros((size, width), dtype))
-        partials.append(np.empty((2, size, max(width, below)), dtype))  # rows of width or below
         in_ptr.append(np.zeros(size + 1, np.int64))
         in_cols.append(np.empty(size * below, np.int32))
         in_vals.append(np.empty(size * below, dtype))
         los.append(np.empty(size, np.int64))
-        mids.append(np.empty(size, np.int64))
         his.append(np.empty(size, np.int64))
-        splits.append(below * width >= SPLIT_MIN_WEIGHTS)
-        split_at.append(split0 if layer == 0 else below // 2)
     for slot in range(2):
         for layer in range(last + 1):
             kept = w_state[slot * (last + 1) + layer]
@@ -484,7 +410,7 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
     db = np.empty(0 if fused else widest, dtype)
     d_ptr, d_cols, d_vals = np.zeros(size + 1, np.int64), np.empty(size * widest, np.int32), \
         np.empty(size * widest, dtype)
-    d_lo, d_mid, d_hi = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
+    d_lo, d_hi = np.empty(size, np.int64), np.empty(size, np.int64)
     maxes, logsums = np.empty(size, np.float64), np.empty(size, np.float64)
 
     for s in range(steps):
@@ -497,12 +423,10 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
                 else:
                     sparse._compress_into(acts[layer - 1], in_ptr[layer], in_cols[layer], in_vals[layer])
                     ptr, cols, vals, batch_rows = in_ptr[layer], in_cols[layer], in_vals[layer], identity
-                sparse._row_slices(ptr, cols, batch_rows, split_at[layer], los[layer], mids[layer],
-                                   his[layer])
+                sparse._row_slices(ptr, batch_rows, los[layer], his[layer])
                 epilogue = STORE_RELU if layer < last and hidden == RELU else STORE
-                _times(los[layer], mids[layer], his[layer], cols, vals, Ws[layer], biases[layer],
-                       width, acts[layer], epilogue, acts[layer], splits[layer], partials[layer],
-                       threads)
+                _times(los[layer], his[layer], cols, vals, Ws[layer], biases[layer], width,
+                       acts[layer], epilogue, acts[layer])
                 if layer < last and hidden != RELU:
                     _activate(acts[layer], activation)
         if upto >= LOSS:
@@ -515,24 +439,21 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
             if layer > 0:  # d_below = (d @ W.T) * f'(.), with W before this step's update
                 _transpose_into(Ws[layer], width, WTs[layer])
                 sparse._compress_into(d, d_ptr, d_cols, d_vals)
-                sparse._row_slices(d_ptr, d_cols, identity, width // 2, d_lo, d_mid, d_hi)
+                sparse._row_slices(d_ptr, identity, d_lo, d_hi)
                 epilogue = STORE_RELU_MASKED if hidden == RELU else STORE
-                _times(d_lo, d_mid, d_hi, d_cols, d_vals, WTs[layer], no_bias, below, douts[layer - 1],
-                       epilogue, acts[layer - 1], below * width >= SPLIT_MIN_WEIGHTS, partials[layer],
-                       threads)
+                _times(d_lo, d_hi, d_cols, d_vals, WTs[layer], no_bias, below, douts[layer - 1],
+                       epilogue, acts[layer - 1])
                 if hidden != RELU:
                     _activation_backward(douts[layer - 1], acts[layer - 1], activation)
             iteration = hyper[ITERATION] + s + 1
             if upto >= WEIGHTS:
                 cols, vals = (columns, values) if layer == 0 else (in_cols[layer], in_vals[layer])
                 if fused:
-                    _add_outer(los[layer], mids[layer], his[layer], cols, vals, d, Ws[layer], width,
-                               -lr, splits[layer], threads)
+                    _add_outer(los[layer], his[layer], cols, vals, d, Ws[layer], width, -lr)
                 else:
                     g = dWs[layer]
                     g[:, :] = 0
-                    _add_outer(los[layer], mids[layer], his[layer], cols, vals, d, g, width, 1.0,
-                               splits[layer], threads)
+                    _add_outer(los[layer], his[layer], cols, vals, d, g, width, 1.0)
                     if decay != 0:
                         _add_decay(g, Ws[layer], decay)
                     _apply_rule(rule, hyper, iteration, Ws[layer].reshape(-1), g.reshape(-1),
@@ -555,14 +476,12 @@ def _sgd_csr_step_stages(indptr, columns, values, split0, t, batches, weights, b
 
 
 @jit
-def sgd_steps_csr(indptr, columns, values, split, t, batches, weights, biases, activation, update,
-                  losses, threads):
+def sgd_steps_csr(indptr, columns, values, t, batches, weights, biases, activation, update, losses):
     """sgd_steps with the training inputs x (M, D) given as CSR (indptr, columns, values): rows
-    batches[s] of x are the batch of step s. The first layer is computed in two parts, columns
-    below ``split`` and the rest, on ``threads`` (1 or 2) cores; the weights do not depend on the
-    thread count and agree with sgd_steps on the dense x to rounding."""
-    _sgd_csr_step_stages(indptr, columns, values, split, t, batches, weights, biases, activation,
-                         update, losses, threads, BIASES)
+    batches[s] of x are the batch of step s. The weights agree with sgd_steps on the dense x to
+    rounding."""
+    _sgd_csr_step_stages(indptr, columns, values, t, batches, weights, biases, activation, update,
+                         losses, BIASES)
 
 
 @jit

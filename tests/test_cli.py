@@ -147,6 +147,7 @@ def test_bad_arguments_get_one_clear_line(args, message, tmp_path):
     assert "epoch" not in out.stdout and "net:" not in out.stdout   # refused before the run
 
 
+@pytest.mark.slow   # every path on 10,000 MNIST-sized rows: many minutes with NUMBA_DISABLE_JIT=1
 def test_bench_prints_every_path_for_both_nets():
     out = run("bench", "--iters", "3", "--profile")
     assert out.returncode == 0, out.stderr
@@ -162,11 +163,11 @@ def test_bench_prints_every_path_for_both_nets():
                   "fastbp net (TwoLayerNet / MultiLayerNet), same loop"):
         assert labels.count(label) == 2, (label, out.stdout)
     assert all(float(us) > 0 for row in rows for us in row[1::2]), out.stdout   # (3 steps: no ratios)
-    # --profile: every stage of the compiled step, for both nets on 1 and 2 threads, then the total
+    # --profile: every stage of the compiled step, for both nets, then the total
     from fastbp.bench import STAGES
     for _, label in STAGES:
-        assert out.stdout.count(f"  {label} ") == 4, (label, out.stdout)
-    assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 4, out.stdout
+        assert out.stdout.count(f"  {label} ") == 2, (label, out.stdout)
+    assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 2, out.stdout
 
 
 def test_version():

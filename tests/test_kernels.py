@@ -101,9 +101,8 @@ def _maybe_broken_onehot(rng, n, c, dtype, kind):
 def _sgd_csr_args(rng, n, d, h, dtype, kind):
     c = 3
     ws, bs = net(rng, [d, h, h + 1, c], dtype)
-    return (*csr(rng, n + 3, d, dtype), int(rng.integers(0, d + 1)), labels(rng, n + 3, c),
-            rng.integers(0, n + 3, size=(4, n)), ws, bs, int(rng.integers(0, 3)),
-            update_case(rng, ws, bs), np.zeros(4), int(rng.integers(1, 3)))
+    return (*csr(rng, n + 3, d, dtype), labels(rng, n + 3, c), rng.integers(0, n + 3, size=(4, n)),
+            ws, bs, int(rng.integers(0, 3)), update_case(rng, ws, bs), np.zeros(4))
 
 
 def _optimizer_case(states, hyper):
@@ -193,14 +192,13 @@ CASES = {
         r.integers(-1 if r.random() < 0.3 else 0, h + 2, size=n), h + 1),
     "onehot_labels": lambda r, n, d, h, dt, k: (_maybe_broken_onehot(r, n, h + 1, dt, k),),
     "net_scores": lambda r, n, d, h, dt, k: (
-        layout(sparse_rows(r, n, d, np.float32), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3)),
-        int(r.integers(1, 3))),
+        layout(sparse_rows(r, n, d, np.float32), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
     "net_loss": lambda r, n, d, h, dt, k: (
         layout(sparse_rows(r, n, d, dt), k), labels(r, n, 4), *net(r, [d, h, h + 1, 4], dt),
-        int(r.integers(0, 3)), int(r.integers(1, 3))),
+        int(r.integers(0, 3))),
     "net_gradient": lambda r, n, d, h, dt, k: (
         layout(sparse_rows(r, n, d, np.float32), k), labels(r, n, 4), *net(r, [d, h, h + 1, 4], dt),
-        int(r.integers(0, 3)), int(r.integers(1, 3))),
+        int(r.integers(0, 3))),
     "net_numerical_gradient": lambda r, n, d, h, dt, k: (
         layout(sparse_rows(r, n, d, np.float64), k), labels(r, n, 3), *net(r, [d, h, 3], np.float64),
         int(r.integers(0, 3)), 1e-4),
@@ -460,18 +458,15 @@ def test_csr_affine_backward_params_is_the_gradient(rng):
     np.testing.assert_allclose(dW, x.T @ g, rtol=1e-12)
 
 
-# --- the sparse training step at sizes where its large layers are split in two parts ------------
+# --- the sparse training step at the book's sizes (widths past one tile, many nonzeros a row) ----
 
-SPLIT_NETS = [[784, 50, 10], [300, 120, 60, 4]]   # layers of >= SPLIT_MIN_WEIGHTS entries split
+BOOK_NETS = [[784, 50, 10], [300, 120, 60, 4]]
 
 
-@pytest.mark.parametrize("sizes", SPLIT_NETS)
+@pytest.mark.parametrize("sizes", BOOK_NETS)
 @pytest.mark.parametrize("activation", [0, 1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sgd_steps_csr_equals_the_dense_step_at_split_sizes(sizes, activation, dtype):
-    """The two-part first layer (and any split hidden layer) gives the dense step's weights."""
-    from fastbp.kernels.step import SPLIT_MIN_WEIGHTS
-    assert sizes[0] * sizes[1] >= SPLIT_MIN_WEIGHTS  # the case this test is for
+def test_sgd_steps_csr_equals_the_dense_step_at_book_sizes(sizes, activation, dtype):
     rng = np.random.default_rng(sum(sizes) + activation)
     x = sparse_rows(rng, 200, sizes[0], dtype, zeros=0.8)
     t = labels(rng, 200, sizes[-1])
@@ -480,31 +475,10 @@ def test_sgd_steps_csr_equals_the_dense_step_at_split_sizes(sizes, activation, d
     dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
     reference.sgd_steps(x, t, batches, *dense[:2], activation, plain_sgd(0.1, ws, bs), dense[2])
     indptr, columns, values = kernels.compress_rows(x)
-    for threads in (1, 2):
-        got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
-        kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 3, t, batches, *got[:2], activation,
-                              plain_sgd(0.1, ws, bs), got[2], threads)
-        assert_same(dense, got, dtype, f"sgd_steps_csr, {threads} thread(s)")
-
-
-@pytest.mark.parametrize("sizes", SPLIT_NETS)
-def test_sgd_steps_csr_weights_do_not_depend_on_the_thread_count(sizes):
-    """Bit for bit: each part's arithmetic is fixed by the split, not by who runs it."""
-    rng = np.random.default_rng(5)
-    x = sparse_rows(rng, 300, sizes[0], np.float32, zeros=0.8)
-    t = labels(rng, 300, sizes[-1])
-    ws, bs = net(rng, sizes, np.float32)
-    batches = rng.integers(0, 300, size=(20, 50))
-    indptr, columns, values = kernels.compress_rows(x)
-    runs = []
-    for threads in (1, 2, 1):
-        w, b, losses = tuple(a.copy() for a in ws), tuple(a.copy() for a in bs), np.zeros(20)
-        kernels.sgd_steps_csr(indptr, columns, values, sizes[0] // 2, t, batches, w, b, 0,
-                              plain_sgd(0.1, w, b), losses, threads)
-        runs.append([*w, *b, losses])
-    for run in runs[1:]:
-        for a, b in zip(runs[0], run):
-            np.testing.assert_array_equal(a, b)
+    got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
+    kernels.sgd_steps_csr(indptr, columns, values, t, batches, *got[:2], activation,
+                          plain_sgd(0.1, ws, bs), got[2])
+    assert_same(dense, got, dtype, "sgd_steps_csr")
 
 
 def test_ieee_updates_stay_ieee_when_a_fastmath_step_compiles_them_first(tmp_path):

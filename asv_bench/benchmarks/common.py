@@ -120,8 +120,8 @@ def _sgd_csr_args(r, n, h, dtype):
     x, t = mnist_like(TRAIN_ROWS, dtype)
     ws, bs = net_params([N_IN, h, N_CLASSES], dtype)
     batches = r.integers(0, TRAIN_ROWS, size=(SGD_STEPS, n)).astype(np.int64)
-    return (*fastbp.reference.compress_rows(x), N_IN // 2, t, batches, ws, bs, RELU,
-            plain_sgd(LR, ws, bs), np.zeros(SGD_STEPS), 1)
+    return (*fastbp.reference.compress_rows(x), t, batches, ws, bs, RELU, plain_sgd(LR, ws, bs),
+            np.zeros(SGD_STEPS))
 
 
 def _optimizer_case(states, *hyper):
@@ -199,13 +199,13 @@ KERNEL_CASES = {
     "index_labels": ("softmax", lambda r, n, c, dt: (r.integers(0, c, size=n).astype(np.uint8), c)),
     "onehot_labels": ("softmax", lambda r, n, c, dt: (onehot(r.integers(0, c, size=n), dt),)),
     "net_scores": ("net", lambda r, n, h, dt: (
-        mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU, 1)),
+        mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU)),
     "net_loss": ("net", lambda r, n, h, dt: (
         mnist_like(n, "float32")[0], mnist_like(n, "float32")[1], *net_params([N_IN, h, N_CLASSES], dt),
-        RELU, 1)),
+        RELU)),
     "net_gradient": ("net", lambda r, n, h, dt: (
         mnist_like(n, "float32")[0], mnist_like(n, "float32")[1], *net_params([N_IN, h, N_CLASSES], dt),
-        RELU, 1)),
+        RELU)),
     "net_labels": ("net", lambda r, n, h, dt: (
         mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU)),
     "net_numerical_gradient": ("numerical", lambda r, n, h, dt: (
