@@ -14,7 +14,6 @@ import numpy as np
 from numba import types
 from numba.np.linalg import ensure_blas
 
-from . import _simd as simd
 from . import optimizers, sparse
 from ._config import jit
 from .activations import sigmoid_scalar, tanh_scalar
