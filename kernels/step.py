@@ -67,7 +67,10 @@ def _activation_backward(d, y, activation):
 
 
 def _gemm_numpy(a, trans_a, b, trans_b, c, alpha, beta):
-    """_gemm for NUMBA_DISABLE_JIT=1 runs, where the BLAS symbol cannot be called from Python."""
+    """_gemm for NUMBA_DISABLE_JIT=1 runs, where the BLAS symbol cannot be called from Python.
+    alpha and beta in c's dtype, as BLAS takes them (lr=1e39 is inf in float32)."""
+    with np.errstate(over="ignore"):
+        alpha, beta = c.dtype.type(alpha), c.dtype.type(beta)
     product = alpha * ((a.T if trans_a else a) @ (b.T if trans_b else b))
     c[...] = product if beta == 0 else product + beta * c  # like BLAS, beta = 0 never reads c
 
