@@ -369,3 +369,53 @@ def test_chapter_4_net_is_the_books_sigmoid_net():
     np.testing.assert_allclose(grads["W1"], x.T.astype(np.float64) @ da1, rtol=1e-10, atol=1e-14)
     net.params["W2"], net.params["b2"] = np.zeros((8, 5)), np.zeros(5)   # replaced arrays are seen, as in the book
     np.testing.assert_allclose(net.predict(x), 0.2)
+
+
+# --- the compiled whole-net calls against the layers one by one ----------------------------------
+
+def _layer_state(net):
+    """What the book's layers hold after a pass, as plain arrays (None where unset)."""
+    state = {}
+    for name, layer in [*net.layers.items(), ("last", net.last_layer)]:
+        for attr in ("x", "dW", "db", "mask", "out", "y", "t", "loss"):
+            value = getattr(layer, attr, None)
+            if value is not None:
+                state[f"{name}.{attr}"] = np.asarray(value)
+    return state
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TwoLayerNet(30, 8, 4),
+    lambda: MultiLayerNet(30, [9, 7], 4, activation="tanh", dtype=np.float32),
+])
+@pytest.mark.parametrize("labels", ["index", "onehot"])
+def test_compiled_calls_equal_the_layers_on_sparse_input(monkeypatch, make, labels):
+    """Input as sparse as MNIST takes one compiled call per method (counted); its results, and
+    what it leaves in the layers, are the layers' own. Dense input takes the layers."""
+    from fastbp import kernels, nets
+    rng = np.random.default_rng(3)
+    x = (rng.random((12, 30)) * (rng.random((12, 30)) < 0.2)).astype(np.float32)  # ~20 % nonzero
+    t = rng.integers(0, 4, 12)
+    t = np.eye(4)[t] if labels == "onehot" else t
+    calls = []
+    for name in ("net_scores", "net_loss", "net_gradient"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+
+    def run():
+        np.random.seed(1)
+        net = make()
+        got = {"predict": net.predict(x), "loss": net.loss(x, t), "accuracy": net.accuracy(x, t)}
+        got.update({f"grad {k}": v for k, v in net.gradient(x, t).items()})
+        return got, _layer_state(net)
+    fast, fast_state = run()
+    assert calls.count("net_gradient") == 1 and calls.count("net_loss") >= 1, calls
+    calls.clear()
+    monkeypatch.setattr(nets, "SPARSE_MAX_SHARE", -1.0)   # every batch counts as dense
+    slow, slow_state = run()
+    assert calls == [], calls
+    assert fast.keys() == slow.keys() and fast_state.keys() == slow_state.keys()
+    for key in [*slow, *slow_state]:
+        a, b = (fast[key], slow[key]) if key in slow else (fast_state[key], slow_state[key])
+        tol = 1e-5 if np.asarray(b).dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=key)
