@@ -109,7 +109,9 @@ def test_process_pool_results_do_not_depend_on_worker_or_order(data, tmp_path):
     two = sw.sweep(x, t, space, trials=4, workers=2, executor="processes", seed=3,
                    csv=tmp_path / "s.csv", progress=lines.append, **SMALL)
     assert len(two.results) == 4 and not two.interrupted and "process pool" in two.where
-    assert len({r.worker for r in two.results}) == 2          # both workers ran trials
+    # (which worker takes which trial is the pool's choice: usually both take some, but one that
+    # starts late may find none left, so the count of workers seen is not asserted)
+    assert 1 <= len({r.worker for r in two.results}) <= 2
     one = sw.sweep(x, t, space, trials=4, workers=1, executor="processes", seed=3, progress=None,
                    **SMALL)
     assert _digests(one) == _digests(two)
