@@ -148,12 +148,12 @@ def _fastbp_net(sizes, dtype, weight_init_std=0.01):
 
 # --- the timed paths: each returns seconds per step ---------------------------------------------
 
-def time_fit(backend, sizes, x, t, iters, dtype):
+def time_fit(backend, sizes, x, t, iters, dtype, optimizer=None, lr=LR):
     np.random.seed(0)
     net = _fastbp_net(sizes, dtype)
     with use_backend(backend):
-        fit(net, x[:200], t[:200], iters=2)   # compiles (a first call also measures the cores)
-        history = fit(net, x, t, iters=iters, lr=LR, seed=1, eval_every=iters)
+        fit(net, x[:200], t[:200], iters=2, optimizer=optimizer, lr=lr)   # compiles
+        history = fit(net, x, t, iters=iters, optimizer=optimizer, lr=lr, seed=1, eval_every=iters)
     return 1 / history.iterations_per_second   # the steps after the first (which compiles)
 
 
@@ -255,7 +255,9 @@ def compiled_paths(dtype):
     """[(label, timer(sizes, x, t, iters))] of the compiled training loops, the reference first."""
     paths = [("NumPy reference (fit on the reference backend)",
               lambda s, x, t, n: time_fit("reference", s, x, t, n, dtype)),
-             ("fastbp fit", lambda s, x, t, n: time_fit("kernels", s, x, t, n, dtype))]
+             ("fastbp fit", lambda s, x, t, n: time_fit("kernels", s, x, t, n, dtype)),
+             ("fastbp fit, Adam lr 0.001 (the book's chapter 6 rule)",
+              lambda s, x, t, n: time_fit("kernels", s, x, t, n, dtype, "adam", 0.001))]
     # the peers last, so their thread pools (which keep spinning after use) slow nothing of fastbp's
     if (version := _version("torch")):
         paths.append((f"PyTorch {version} CPU eager", lambda s, x, t, n: time_torch(s, x, t, n, dtype)))
