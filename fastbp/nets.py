@@ -286,15 +286,15 @@ class _Net:
 
     def numerical_gradient(self, x, t):
         """The book's central differences of self.loss(x, t), one parameter entry at a time. For a
-        plain net with the exact loss, no weight decay and loss not replaced, all of them in one
+        plain net with no weight decay and loss not replaced (either loss, see set_loss), all in one
         compiled call, every shifted loss a whole forward pass (~50x faster than the book's)."""
-        if ("loss" not in vars(self) and type(self).loss is _Net.loss and not self.weight_decay_lambda
-                and get_loss() == "exact"):
+        if "loss" not in vars(self) and type(self).loss is _Net.loss and not self.weight_decay_lambda:
             plan = self._plan(x, dense=True)   # 2 passes per weight: compiled wins at any density
             labels = self._plan_labels(plan, t)
             if labels is not None and not plan.run("net_scores")[1]:
                 dWs, dbs, kWs, kbs = ops().net_numerical_gradient(
-                    plan.x, labels, plan.weights, plan.biases, plan.activation, NUMERICAL_STEP)
+                    plan.x, labels, plan.weights, plan.biases, plan.activation, NUMERICAL_STEP,
+                    get_loss() == "book")
                 kinks = _kinks_observer.get()
                 grads = {}
                 for i, (dW, db) in enumerate(zip(dWs, dbs), start=1):

@@ -446,8 +446,9 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, iteration):
         p -= lr_t * mi / (np.sqrt(vi) + eps)
 
 
-def net_numerical_gradient(x, t, weights, biases, activation, step):
-    """The book's numerical gradient of the mean cross-entropy, every weight and bias shifted by
+def net_numerical_gradient(x, t, weights, biases, activation, step, book):
+    """The book's numerical gradient of the mean cross-entropy (the book's, log(y + 1e-7), if
+    ``book``, else the exact one), every weight and bias shifted by
     +-step in turn (and restored exactly), and which shifts flip a ReLU (a hidden input within
     step of 0: the central difference straddles the kink there).
     -> ([dW1, ...], [db1, ...], [W1 kinks, ...], [b1 kinks, ...])"""
@@ -455,7 +456,9 @@ def net_numerical_gradient(x, t, weights, biases, activation, step):
     relu_off = [h <= 0 for h in hidden]
 
     def shifted_loss():
-        loss, _, outputs, _ = net_loss(x, t, weights, biases, activation)
+        loss, y, outputs, _ = net_loss(x, t, weights, biases, activation)
+        if book:
+            loss = -np.mean(np.log(y[np.arange(len(t)), t].astype(np.float64) + 1e-7))
         flipped = activation == RELU and any(((h <= 0) != off).any()
                                              for h, off in zip(outputs[:-1], relu_off))
         return loss, flipped

@@ -171,10 +171,23 @@ def net_gradient(x, t, weights, biases, activation):
 
 
 @jit
-def _shifted_loss(first, weights, biases, activation, t, relu_off):
-    """(the mean cross-entropy of the net on the first layer's input lists ``first`` with labels
-    t, whether a ReLU's mask h <= 0 differs from ``relu_off`` (the unshifted masks, hidden layer
-    by layer) for some sample)."""
+def _mean_loss(scores, t, book):
+    """The mean cross-entropy of the scores: exact, or the book's -mean_n log(y[n, t_n] + 1e-7)
+    of y = softmax(scores) (``book``)."""
+    loss, y = softmax_cross_entropy(scores, t)
+    if not book:
+        return loss
+    total = 0.0
+    for i in range(y.shape[0]):
+        total -= np.log(np.float64(y[i, t[i]]) + 1e-7)
+    return total / y.shape[0]
+
+
+@jit
+def _shifted_loss(first, weights, biases, activation, t, relu_off, book):
+    """(the mean cross-entropy of the net (see _mean_loss) on the first layer's input lists
+    ``first`` with labels t, whether a ReLU's mask h <= 0 differs from ``relu_off`` (the unshifted
+    masks, hidden layer by layer) for some sample)."""
     columns, values, lo, hi = first
     last = len(weights) - 1
     h = _layer(lo, hi, columns, values, weights[0], biases[0], last == 0, activation)
@@ -187,11 +200,11 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off):
                     flipped = flipped or (h[i, j] <= 0) != off[i, j]
         c, v, l, e, _ = _input_csr(h)
         h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
-    return softmax_cross_entropy(h, t)[0], flipped
+    return _mean_loss(h, t, book), flipped
 
 
 @jit
-def _central_differences(p, first, weights, biases, activation, t, step, relu_off):
+def _central_differences(p, first, weights, biases, activation, t, step, relu_off, book):
     """((L(p + step) - L(p - step)) / 2 step, whether the shift flips a ReLU) for every entry of
     the parameter array p, one of weights/biases: each entry shifted in place and put back."""
     flat = p.reshape(-1)
@@ -200,9 +213,9 @@ def _central_differences(p, first, weights, biases, activation, t, step, relu_of
     for i in range(flat.size):
         keep = flat[i]
         flat[i] = keep + step
-        above, flipped_above = _shifted_loss(first, weights, biases, activation, t, relu_off)
+        above, flipped_above = _shifted_loss(first, weights, biases, activation, t, relu_off, book)
         flat[i] = keep - step
-        below, flipped_below = _shifted_loss(first, weights, biases, activation, t, relu_off)
+        below, flipped_below = _shifted_loss(first, weights, biases, activation, t, relu_off, book)
         flat[i] = keep
         grad[i] = (above - below) / (2 * step)
         kinks[i] = flipped_above or flipped_below
@@ -210,8 +223,9 @@ def _central_differences(p, first, weights, biases, activation, t, step, relu_of
 
 
 @jit
-def net_numerical_gradient(x, t, weights, biases, activation, step):
-    """The book's numerical gradient of the mean cross-entropy, every weight and bias shifted by
+def net_numerical_gradient(x, t, weights, biases, activation, step, book):
+    """The book's numerical gradient of the mean cross-entropy (the book's, log(y + 1e-7), if
+    ``book``, else the exact one), every weight and bias shifted by
     +-step in turn (and restored exactly), and which shifts flip a ReLU (a hidden input within
     step of 0: the central difference straddles the kink there).
     -> ([dW1, ...], [db1, ...], [W1 kinks, ...], [b1 kinks, ...]). x's nonzero lists are made
@@ -229,9 +243,9 @@ def net_numerical_gradient(x, t, weights, biases, activation, step):
     kbs.pop()
     for layer in range(len(weights)):
         dW, kW = _central_differences(weights[layer], first, weights, biases, activation, t, step,
-                                      relu_off)
+                                      relu_off, book)
         db, kb = _central_differences(biases[layer], first, weights, biases, activation, t, step,
-                                      relu_off)
+                                      relu_off, book)
         dWs.append(dW)
         dbs.append(db)
         kWs.append(kW)

@@ -201,7 +201,7 @@ CASES = {
         int(r.integers(0, 3))),
     "net_numerical_gradient": lambda r, n, d, h, dt, k: (
         layout(sparse_rows(r, n, d, np.float64), k), labels(r, n, 3), *net(r, [d, h, 3], np.float64),
-        int(r.integers(0, 3)), 1e-4),
+        int(r.integers(0, 3)), 1e-4, bool(r.integers(0, 2))),
     "net_labels": lambda r, n, d, h, dt, k: (
         layout(sparse_rows(r, n, d, np.float32), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
 }

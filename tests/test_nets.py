@@ -408,6 +408,7 @@ def test_compiled_calls_equal_the_layers_on_sparse_input(monkeypatch, make, labe
         got = {"predict": net.predict(x), "loss": net.loss(x, t), "accuracy": net.accuracy(x, t)}
         got.update({f"grad {k}": v for k, v in net.gradient(x, t).items()})
         return got, _layer_state(net)
+    float32 = make().params["W1"].dtype == np.float32
     fast, fast_state = run()
     assert calls.count("net_gradient") == 1 and calls.count("net_loss") >= 1, calls
     calls.clear()
@@ -417,5 +418,35 @@ def test_compiled_calls_equal_the_layers_on_sparse_input(monkeypatch, make, labe
     assert fast.keys() == slow.keys() and fast_state.keys() == slow_state.keys()
     for key in [*slow, *slow_state]:
         a, b = (fast[key], slow[key]) if key in slow else (fast_state[key], slow_state[key])
-        tol = 1e-5 if np.asarray(b).dtype == np.float32 else 1e-12
+        tol = 1e-5 if float32 else 1e-12   # (the loss is a Python float either way)
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=key)
+
+
+@pytest.mark.parametrize("loss", ["exact", "book"])
+def test_compiled_numerical_gradient_is_the_central_difference_of_the_reported_loss(monkeypatch, loss):
+    """numerical_gradient's one compiled call shifts every entry as the book does, of whichever
+    loss the net reports (the book's log(y + 1e-7) under use_loss("book"))."""
+    from fastbp import kernels
+    calls = []
+    kernel = kernels.net_numerical_gradient
+    monkeypatch.setattr(kernels, "net_numerical_gradient", lambda *a: (calls.append(a[-1]), kernel(*a))[1])
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 6)) * (rng.random((3, 6)) < 0.5)
+    t = np.array([0, 2, 1])
+    np.random.seed(2)
+    net = TwoLayerNet(6, 4, 3, weight_init_std=1.0)
+    net.params["W2"][:] *= 8   # confident, some wrong: log(y + 1e-7) and log y part
+    with fastbp.use_loss(loss):
+        got = net.numerical_gradient(x, t)
+        assert calls == [loss == "book"]
+        for key, p in net.params.items():
+            want = np.empty_like(p)
+            for i in np.ndindex(p.shape):
+                keep = p[i]
+                p[i] = keep + 1e-4
+                above = net.loss(x, t)
+                p[i] = keep - 1e-4
+                below = net.loss(x, t)
+                p[i] = keep
+                want[i] = (above - below) / 2e-4
+            np.testing.assert_allclose(got[key], want, rtol=1e-9, atol=1e-11, err_msg=key)

@@ -210,7 +210,7 @@ KERNEL_CASES = {
         mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU)),
     "net_numerical_gradient": ("numerical", lambda r, n, h, dt: (
         mnist_like(n, dt)[0], mnist_like(n, dt)[1], *net_params([N_IN, h, N_CLASSES], dt), RELU,
-        1e-4)),
+        1e-4, False)),
 }
 
 
