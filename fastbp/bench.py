@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from .kernels import step
 from .nets import MultiLayerNet, TwoLayerNet
 from .progress import is_terminal
 from .threads import limited_blas
-from .training import fit
+from .training import TrainingWarning, fit
 
 NETS = ([784, 50, 10], [784, 256, 128, 10])
 ROWS = 60000        # MNIST's training set
@@ -151,7 +152,9 @@ def _fastbp_net(sizes, dtype, weight_init_std=0.01):
 def time_fit(backend, sizes, x, t, iters, dtype, optimizer=None, lr=LR):
     np.random.seed(0)
     net = _fastbp_net(sizes, dtype)
-    with use_backend(backend):
+    with use_backend(backend), warnings.catch_warnings():
+        # (the dense data's labels are random: "learnt nothing" is expected, not news)
+        warnings.simplefilter("ignore", TrainingWarning)
         fit(net, x[:200], t[:200], iters=2, optimizer=optimizer, lr=lr)   # compiles
         history = fit(net, x, t, iters=iters, optimizer=optimizer, lr=lr, seed=1, eval_every=iters)
     return 1 / history.iterations_per_second   # the steps after the first (which compiles)
