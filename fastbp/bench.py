@@ -153,7 +153,7 @@ def time_fit(backend, sizes, x, t, iters, dtype, optimizer=None, lr=LR):
     np.random.seed(0)
     net = _fastbp_net(sizes, dtype)
     with use_backend(backend), warnings.catch_warnings():
-        # (the dense data's labels are random: "learnt nothing" is expected, not news)
+        # (a 2-step warm-up, or Adam's small steps, can end at chance level: not news here)
         warnings.simplefilter("ignore", TrainingWarning)
         fit(net, x[:200], t[:200], iters=2, optimizer=optimizer, lr=lr)   # compiles
         history = fit(net, x, t, iters=iters, optimizer=optimizer, lr=lr, seed=1, eval_every=iters)
