@@ -26,3 +26,11 @@ def fashion_mnist():
 def digits():
     """The shipped 8x8 digits, ``load_digits()`` with its defaults (1,500 train / 297 test)."""
     return load_digits()
+
+
+def sigint_as_a_terminal_sends_it():
+    """preexec_fn for a child that a test interrupts: SIGINT back to its default, which Python
+    turns into KeyboardInterrupt. A shell starts background jobs with SIGINT ignored, and an
+    ignored signal stays ignored across exec: run from such a job, the child would never see it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import sigint_as_a_terminal_sends_it
 from fastbp.datasets import FILE_NAMES
 
 HERE = Path(__file__).parent
@@ -410,7 +411,8 @@ def test_ctrl_c_during_train_exits_130_with_one_line_and_saves_nothing(tmp_path)
     interrupted once training has begun."""
     proc = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "--dataset", "digits",
                              "--iters", str(10**12), "--save", "net.npz"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_a_terminal_sends_it)
     try:
         lines = []
         while not ROW.match(line := proc.stdout.readline()):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from conftest import sigint_as_a_terminal_sends_it
 from fastbp import MultiLayerNet, TrainingDiverged, TwoLayerNet, fit, training, use_backend
 
 
@@ -273,7 +274,7 @@ def test_ctrl_c_stops_fit_promptly_with_consistent_weights():
     Python acted on it only when the compiled call for those steps ended (minutes here). The bound
     below is a hang detector, not a speed test: the measured latency is printed."""
     proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_a_terminal_sends_it)
     try:
         assert proc.stdout.readline() == "row\n", proc.stderr.read()   # compiled, training
         time.sleep(5.0)     # past the first evaluation and (before sub-chunks) into the long compiled call
