@@ -16,7 +16,8 @@ from .kernels import step
 # The sparse layout wins below this share of nonzeros. Measured, fit's float32 step in us on a
 # 2-core Zen 5 (`fastbp bench`), sparse / dense: 784-50-10 193 / 189 at MNIST's 19 %, 380 / 189 at
 # Fashion-MNIST's 51 %; 784-256-128-10 477 / 885 at 19 %, 790 / 885 at 51 %. The dense step's time
-# does not depend on the data; the sparse one's grows with the nonzeros.
+# does not depend on the data; the sparse one's grows with the nonzeros. (Measured before row
+# slices became one pass each, which halved the sparse step: worth measuring again.)
 SPARSE_MAX_DENSITY = 0.35
 
 

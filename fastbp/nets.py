@@ -45,7 +45,8 @@ NUMERICAL_STEP = 1e-4   # the book's h
 # 784-50-10, us/iteration on a 2-core Zen 5 (quiet / another core busy): compiled 500 / 550 at
 # 19 % nonzero, 920 / 880 at Fashion-MNIST's 50 %, 1420 / 1430 at 100 %; the layers on one BLAS
 # thread ~610 / ~620 at any density, on two 420 quiet and 1500-2500 loaded. Judged on the first
-# SAMPLE_ROWS rows, so a batch's decision costs ~2 us.
+# SAMPLE_ROWS rows, so a batch's decision costs ~2 us. (Measured before row slices became one pass
+# each, which sped the compiled calls up: worth measuring again.)
 SPARSE_MAX_SHARE = 0.25
 SAMPLE_ROWS = 8
 
