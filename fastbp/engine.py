@@ -6,7 +6,6 @@ MNIST's 19 %, else the dense rows. Compressing takes one pass over the data (~0.
 then no step gathers its batch: it reads the rows' nonzeros where they are. The choice depends on
 the data only, so the same data and seed give the same weights on any machine.
 """
-
 import numpy as np
 
 from . import optimizers
@@ -28,10 +27,9 @@ class TrainingSet:
     caller does to the arrays passed in."""
 
     def __init__(self, x, t):
-        self.rows, self.features = x.shape
+        self.rows = x.shape[0]
         self.t = np.array(t, dtype=np.int64, copy=True)
-        nonzeros = int(np.count_nonzero(x))
-        self.density = nonzeros / max(x.size, 1)
+        self.density = int(np.count_nonzero(x)) / max(x.size, 1)
         # the reference backend is the layer-by-layer NumPy oracle: it trains on the dense rows
         self.sparse = self.density <= SPARSE_MAX_DENSITY and get_backend() == "kernels"
         if self.sparse:

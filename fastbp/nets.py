@@ -101,10 +101,10 @@ class _Net:
     def loss(self, x, t):
         return self._loss(x, t)
 
-    def _plan(self, x, dense=False):
+    def _plan(self, x, any_density=False):
         """A _Plan when one compiled call can do this net's work on x, else None (then the
         layers run one by one, and refuse bad input their way). None too for dense x (see
-        SPARSE_MAX_SHARE) unless ``dense``, and while a graph is recorded (fastbp.graph): it
+        SPARSE_MAX_SHARE) unless ``any_density``, and while a graph is recorded (fastbp.graph): it
         draws the layers' calls, so they must run."""
         if (get_backend() != "kernels" or _trace.recording() or not isinstance(x, np.ndarray)
                 or not x.ndim or not x.shape[0]):
@@ -136,7 +136,7 @@ class _Net:
         if rows.dtype.kind not in "fiu" or (rows.dtype.kind == "f" and rows.dtype.itemsize > weights[0].itemsize):
             return None   # (float64 data into a float32 net: the layers check its range)
         sample = rows[:SAMPLE_ROWS]
-        if not dense and np.count_nonzero(sample) > SPARSE_MAX_SHARE * sample.size:
+        if not any_density and np.count_nonzero(sample) > SPARSE_MAX_SHARE * sample.size:
             return None   # dense input: the layers' BLAS products are faster
         if rows.dtype not in _checks.FLOAT_DTYPES:
             rows = rows.astype(weights[0].dtype)   # integers, float16: as the layers convert them
@@ -290,7 +290,7 @@ class _Net:
         plain net with no weight decay and loss not replaced (either loss, see set_loss), all in one
         compiled call, every shifted loss a whole forward pass (~50x faster than the book's)."""
         if "loss" not in vars(self) and type(self).loss is _Net.loss and not self.weight_decay_lambda:
-            plan = self._plan(x, dense=True)   # 2 passes per weight: compiled wins at any density
+            plan = self._plan(x, any_density=True)   # 2 passes per weight: compiled wins anyway
             labels = self._plan_labels(plan, t)
             if labels is not None and not plan.run("net_scores")[1]:
                 dWs, dbs, kWs, kbs = ops().net_numerical_gradient(

@@ -266,8 +266,8 @@ def _init_worker(data):
 
 
 def _single_threaded():
-    """One BLAS thread in this process (two workers on two cores must not run four threads). Dask's nanny sets OPENBLAS_NUM_THREADS=1 too; a worker started otherwise
-    gets it here."""
+    """One BLAS thread in this process (two workers on two cores must not run four threads).
+    Dask's nanny sets OPENBLAS_NUM_THREADS=1 too; a worker started otherwise gets it here."""
     if _WORKER.get("single"):
         return
     from threadpoolctl import threadpool_limits
