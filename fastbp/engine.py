@@ -13,11 +13,11 @@ from .backend import get_backend, ops
 from .kernels import step
 
 # The sparse layout wins below this share of nonzeros. Measured, fit's float32 step in us on a
-# 2-core Zen 5 (`fastbp bench`), sparse / dense: 784-50-10 193 / 189 at MNIST's 19 %, 380 / 189 at
-# Fashion-MNIST's 51 %; 784-256-128-10 477 / 885 at 19 %, 790 / 885 at 51 %. The dense step's time
-# does not depend on the data; the sparse one's grows with the nonzeros. (Measured before row
-# slices became one pass each, which halved the sparse step: worth measuring again.)
-SPARSE_MAX_DENSITY = 0.35
+# 2-core Zen 5 (best of 3 fits of 400 steps each way, quiet), sparse / dense: 784-50-10 92 / 187
+# at MNIST-like 19 %, 116 / 184 at 27 %, 136 / 182 at 35 %, 188 / 188 at Fashion-MNIST's 49 %,
+# 320 / 182 at 100 %; 784-256-128-10 463 / 877, 537 / 884, 620 / 880, 764 / 880 and 1294 / 884.
+# The dense step's time does not depend on the data; the sparse one's grows with the nonzeros.
+SPARSE_MAX_DENSITY = 0.5
 
 
 class TrainingSet:

@@ -40,13 +40,13 @@ ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}
 ACTIVATION_CODES = {Relu: reference.RELU, Sigmoid: reference.SIGMOID, Tanh: reference.TANH}
 TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): training differs from testing
 NUMERICAL_STEP = 1e-4   # the book's h
-# The compiled calls read x's nonzeros only: they beat the layers' BLAS products on MNIST-like
-# batches (19 % nonzero) and lose on denser ones. Measured, the book's ch05 loop in float64,
-# 784-50-10, us/iteration on a 2-core Zen 5 (quiet / another core busy): compiled 500 / 550 at
-# 19 % nonzero, 920 / 880 at Fashion-MNIST's 50 %, 1420 / 1430 at 100 %; the layers on one BLAS
-# thread ~610 / ~620 at any density, on two 420 quiet and 1500-2500 loaded. Judged on the first
-# SAMPLE_ROWS rows, so a batch's decision costs ~2 us. (Measured before row slices became one pass
-# each, which sped the compiled calls up: worth measuring again.)
+# The compiled calls read x's nonzeros only: on a quiet machine they are level with the layers'
+# BLAS products (two threads) on MNIST-like batches and lose on denser ones; on a busy one they
+# hold while two-thread BLAS collapses. Measured, the book's ch05 loop in float64, 784-50-10,
+# us/iteration on a 2-core Zen 5, quiet, compiled / layers: 439 / 432 at 19 % nonzero, 510 / 432
+# at 27 %, 571 / 435 at 35 %, 706 / 435 at Fashion-MNIST's 49 %; another core busy, the layers
+# take 1600-2800 (two BLAS threads) or ~640 (one, quiet or not) at any density, the compiled
+# calls ~440 at 19 %. Judged on the first SAMPLE_ROWS rows, so a batch's decision costs ~2 us.
 SPARSE_MAX_SHARE = 0.25
 SAMPLE_ROWS = 8
 
