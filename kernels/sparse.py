@@ -7,14 +7,14 @@ A batch X (N, D) is kept as its nonzero lists (CSR): row i's nonzeros are ``valu
                   its nonzeros only (W streams in row by row, the sums never leave registers);
     W += a X^T D: for each nonzero, W[columns[k]] += (a values[k]) D[i] (a row update in place).
 
-Both do work in proportion to the nonzeros instead of N x D, and run as 256-byte tiles of
-explicit SIMD (kernels/_simd.py): at MNIST's density the product takes about a third of what a
-dense BLAS call takes. Compression itself is one vcompress per 64 bytes of input.
+Both do work in proportion to the nonzeros instead of N x D, and run as tiles of explicit SIMD
+(kernels/_simd.py), each row in as few tiles as cover it: at MNIST's density the product takes
+about a third of what a dense BLAS call takes. Compression itself is one vcompress per 64 bytes
+of input.
 
 The tile loops take each output row's slice of the nonzero lists as ``lo[r]:hi[r]``, so a caller
-can hand them a batch of dataset rows, or half of each row's columns (see kernels/step.py: the two
-halves of a large layer go to two cores, each keeping its half of W in its own L2 cache). The
-public functions (same names as their twins in fastbp.reference) are what a layer calls. Offsets
+can hand them a batch of dataset rows (fit's step reads its batch where the dataset's nonzeros
+lie) or a batch compressed on its own (a hidden layer's output). The public functions (same names as their twins in fastbp.reference) are what a layer calls. Offsets
 into 2-d arrays are ``row * stride + column``, ``stride`` the row length in elements, so the same
 loops serve the 64-byte-padded weight copies of step.py and plain arrays.
 """
