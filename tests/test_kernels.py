@@ -463,6 +463,30 @@ def test_csr_affine_backward_params_is_the_gradient(rng):
 BOOK_NETS = [[784, 50, 10], [300, 120, 60, 4]]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 7, 8, 15, 16, 17, 50, 63, 64, 65, 784])
+def test_compression_stores_exactly_the_nonzeros_and_nothing_past_them(d, dtype):
+    """Each row's nonzeros (NaN among them), in column order, packed one after the other, and
+    not one element written past the last: the lists are views into larger buffers filled with
+    a sentinel, which must survive (a compressing store of a whole register would overwrite it)."""
+    from fastbp.kernels import sparse
+    rng = np.random.default_rng(d)
+    x = sparse_rows(rng, 9, d, dtype, zeros=0.6)
+    x[0] = 0                       # an empty row
+    x[1] = 1 + rng.random(d)       # a full one
+    x[2, rng.integers(0, d)] = np.nan
+    nnz = int(np.count_nonzero(x))
+    sentinel = -7
+    values, columns = np.full(nnz + 64, sentinel, dtype), np.full(nnz + 64, sentinel, np.int32)
+    indptr = np.zeros(x.shape[0] + 1, np.int64)
+    assert sparse._compress_into(x, indptr, columns[:nnz], values[:nnz]) == nnz
+    want = reference.compress_rows(x)
+    np.testing.assert_array_equal(indptr, want[0])
+    np.testing.assert_array_equal(columns[:nnz], want[1])
+    np.testing.assert_array_equal(values[:nnz], want[2])   # (NaN equals NaN here)
+    assert (values[nnz:] == sentinel).all() and (columns[nnz:] == sentinel).all()
+
+
 @pytest.mark.parametrize("sizes", BOOK_NETS)
 @pytest.mark.parametrize("activation", [0, 1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
