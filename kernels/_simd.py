@@ -23,8 +23,8 @@ any kernel, they trust their input.
 With ``NUMBA_DISABLE_JIT=1`` (the test suite's bounds-checking pass) the same names are plain
 NumPy functions with the same meaning, so kernel bodies still run as Python.
 """
-import llvmlite.binding
 import numba
+import numba.core.codegen
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -34,7 +34,18 @@ from numba.extending import intrinsic, models, register_model
 
 from ._config import FASTMATH
 
-_FEATURES = llvmlite.binding.get_host_cpu_features().flatten()
+
+
+def _target_features():
+    """The CPU features Numba compiles for, as Numba itself picks them: NUMBA_CPU_FEATURES when
+    set, else this CPU's (without AVX where NUMBA_ENABLE_AVX=0). An AVX-512 instruction in code
+    compiled for a CPU without it would not compile."""
+    if numba.config.CPU_FEATURES is not None:
+        return numba.config.CPU_FEATURES
+    return numba.core.codegen.get_host_cpu_features()
+
+
+_FEATURES = _target_features()
 _AVX512 = "+avx512f" in _FEATURES
 _COMPRESS_IN_REGISTERS = _AVX512 and "+avx512vl" in _FEATURES   # (8 int32 column numbers: a ymm)
 TILE_SIZES = (1024, 512, 256, 64) if _AVX512 else (256, 64)   # bytes, widest first
