@@ -15,7 +15,7 @@ from .losses import get_loss, set_loss, use_loss
 from .nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from .regularization import BatchNormalization, Dropout
-from .threads import blas_threads, set_blas_threads
+from .threads import blas_threads, get_threads, set_blas_threads, set_threads
 from .trainer import Trainer
 from .training import (EpochRow, History, TrainingDiverged, TrainingInterrupted, TrainingWarning,
                        fit)
@@ -37,4 +37,5 @@ __all__ = [
     "load_mnist", "load_fashion_mnist", "load_digits", "DatasetNotFoundError",
     "set_loss", "get_loss", "use_loss",
     "use_backend", "set_backend", "get_backend", "TWINS", "blas_threads", "set_blas_threads",
+    "get_threads", "set_threads",
 ]

@@ -1,4 +1,10 @@
-"""How many threads BLAS uses in fastbp. fastbp's own kernels run on the calling thread.
+"""How many threads fastbp uses: its own (``get_threads``) and BLAS's (``blas_threads``).
+
+fastbp's kernels run on the calling thread, but for one case: the nets' compiled ``gradient`` and
+``loss`` on a batch of the book's size run as two parts, the second on a helper thread when one
+is free (fastbp/halves.py). ``get_threads()`` is 2 by default (1 on a one-core machine); set
+``FASTBP_THREADS=1`` or call ``set_threads(1)`` to keep everything on the calling thread. The
+numbers are the same either way: the parts are fixed, only who computes them changes.
 
 fastbp's compiled kernels call BLAS (SciPy's OpenBLAS, through Numba) for the large products, and
 NumPy brings a second OpenBLAS of its own. At MNIST sizes (a 100 x 784 by 784 x 50 product takes
@@ -26,6 +32,29 @@ from threadpoolctl import ThreadpoolController
 from . import _checks
 
 _override = None
+_threads = None
+
+
+def get_threads():
+    """Threads fastbp's own calls may use, 1 or 2: set_threads(n), else $FASTBP_THREADS, else 2
+    (1 where this process may run on one core only)."""
+    if _threads is not None:
+        return _threads
+    value = os.environ.get("FASTBP_THREADS")
+    if value is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return min(2, cores or 1)
+    try:
+        return min(2, _checks.positive_int("FASTBP_THREADS", int(value)))
+    except ValueError:
+        raise ValueError(f"FASTBP_THREADS: expected a positive integer (1 or 2), got {value!r}") from None
+
+
+def set_threads(n):
+    """Let fastbp's own calls use ``n`` threads from now on (1: the calling thread only; more than
+    2 counts as 2; None: back to $FASTBP_THREADS or the default). Results do not depend on it."""
+    global _threads
+    _threads = None if n is None else min(2, _checks.positive_int("n", n))
 
 
 def blas_threads():

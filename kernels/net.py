@@ -274,3 +274,14 @@ def net_labels(x, weights, biases, activation):
                     best = j
             labels[start + i] = best
     return labels
+
+
+@jit
+def weighted_sum(a, wa, b, wb):
+    """wa * a + wb * b for 2-d a, b of one shape: the results of a batch's two halves (fastbp/halves.py)
+    combined, each weighted by its share of the rows.   -> a new C-contiguous array like a"""
+    out = np.empty(a.shape, a.dtype)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = wa * a[i, j] + wb * b[i, j]
+    return out

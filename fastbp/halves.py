@@ -1,0 +1,157 @@
+"""A batch's work in two halves: the calling thread computes one, a helper thread the other.
+
+The nets' compiled calls (``gradient`` and ``loss`` on a batch of the book's size) run on two
+fixed halves of the batch's rows (the helper's a little smaller) and combine their results in a
+fixed way, so the numbers are the same whichever thread computed which half, and whether the
+helper took part at all.
+
+How the halves meet (the flag in kernels/_sync.py)::
+
+    caller:  post the second half ─ compute the first ─┬ helper has not started it: take it back
+                                                       └ helper is on it: wait for it to finish
+    helper:  spin (a posted half is taken within a microsecond) ─ after ~1.6 ms without one, sleep
+
+Nothing ever waits for a half that no thread has started: when the other core is busy (another
+process), the helper is not scheduled in time and the caller computes both halves at one-thread
+speed. Two-thread BLAS and OpenMP pools wait for their parked thread instead, and a product then
+takes milliseconds. A helper parked *while* on its half does make the caller wait: after a few
+such waits in a row the caller goes without the helper for a while (see PARKED).
+
+Off (the caller computes both halves) with ``FASTBP_THREADS=1`` or ``fastbp.set_threads(1)``
+(fastbp/threads.py), on a single-core machine, and when kernel bodies run as Python
+(``NUMBA_DISABLE_JIT=1``).
+"""
+import os
+import threading
+import time
+
+import numba
+import numpy as np
+
+from .kernels import _sync
+from .threads import get_threads
+
+IDLE, POSTED, RUNNING, DONE, TAKEN = 0, 1, 2, 3, 4
+HELPER_SPINS = 1 << 16   # the helper's tries for a new post before it sleeps (1.6 ms on Zen 4)
+CALLER_SPINS = 1 << 14   # the caller's tries for the helper's half before it sleeps (0.4 ms)
+# A caller that waits for an awake helper's half longer than PARKED times what its own half took
+# has met a helper parked by the scheduler mid-half (another process wants the core). Such waits
+# are counted with a decay (STRIKE_DECAY per call); past STRIKES (three in a row, about) the
+# machine is busy, and the caller computes both halves itself for the next ALONE_CALLS calls,
+# then tries the helper again. One such wait alone happens quietly too (~1 call in 100 on a
+# shared VM). Measured on a 2-core Zen 4 with the other core busy, the book's gradient call:
+# 552 us with the helper every time, 401 without it (263 quiet with it).
+PARKED = 1.0
+STRIKE_DECAY = 0.9
+STRIKES = 2.5
+ALONE_CALLS = 256
+
+class _Helper:
+    """The helper thread and the flag it shares with callers (one half at a time)."""
+
+    def __init__(self):
+        self.flag = np.zeros(8, np.int64)   # flag[0]; the rest keeps other data off its cache line
+        self.posting = threading.Lock()     # one caller at a time hands a half over
+        self.wake = threading.Event()       # set to wake a sleeping helper
+        self.done = threading.Event()       # set when a half is done, for a caller that sleeps
+        self.asleep = False
+        self.alone = 0                      # calls to go without the helper (see PARKED)
+        self.strikes = 0.0                  # recent parked waits, decaying
+        self.job = None                     # (function, arguments) of the posted half
+        self.result = self.error = None
+        threading.Thread(target=self._serve, name="fastbp-helper", daemon=True).start()
+
+    def _serve(self):
+        seen = _sync.wait_for(self.flag, POSTED, HELPER_SPINS)
+        while True:
+            if seen != POSTED:
+                self.asleep = True         # (set before looking again: a caller that posts
+                self.wake.clear()          # after this look sees asleep and sets wake)
+                if _sync.wait_for(self.flag, POSTED, 0) != POSTED:
+                    self.wake.wait(0.1)    # (the flag is the truth; the event only wakes early)
+                self.asleep = False
+                seen = _sync.wait_for(self.flag, POSTED, HELPER_SPINS)
+                continue
+            if not _sync.claim(self.flag, POSTED, RUNNING):
+                seen = _sync.wait_for(self.flag, POSTED, HELPER_SPINS)
+                continue                   # the caller took it back
+            function, arguments = self.job
+            try:
+                self.result, self.error = function(*arguments), None
+            except BaseException as error:  # handed to the caller, which raises it
+                self.result, self.error = None, error
+            self.done.set()
+            # DONE is the last touch of job and result (the caller owns them then)
+            seen = _sync.publish_then_wait_for(self.flag, DONE, POSTED, HELPER_SPINS)
+
+    def both(self, function, first, second):
+        """(function(*first), function(*second)), the second maybe on the helper."""
+        if self.alone or not self.posting.acquire(blocking=False):   # (another caller has it)
+            self.alone = max(0, self.alone - 1)
+            return function(*first), function(*second)
+        try:
+            self.job = (function, second)
+            self.done.clear()
+            _sync.publish(self.flag, POSTED)
+            woken = self.asleep
+            if woken:
+                self.wake.set()
+            start = time.perf_counter()
+            try:
+                result = function(*first)
+            finally:
+                mine_done = time.perf_counter()
+                helper_has_it = not _sync.claim(self.flag, POSTED, TAKEN)
+                if helper_has_it:
+                    self._wait()
+                    waited = time.perf_counter() - mine_done
+                    parked = not woken and waited > PARKED * (mine_done - start)
+                    self.strikes = STRIKE_DECAY * self.strikes + parked
+                    if self.strikes > STRIKES:
+                        self.alone, self.strikes = ALONE_CALLS, 0.0   # a busy machine
+            if not helper_has_it:
+                return result, function(*second)
+            if self.error is not None:
+                raise self.error
+            return result, self.result
+        finally:
+            self.job = self.result = self.error = None
+            _sync.publish(self.flag, IDLE)
+            self.posting.release()
+
+    def _wait(self):
+        """Until the helper's half is done; a Ctrl-C meanwhile is raised after it (the helper
+        is still reading the half's arguments and writing its result)."""
+        interrupted = None
+        while _sync.wait_for(self.flag, DONE, CALLER_SPINS) != DONE:
+            try:
+                self.done.wait(0.001)   # (parked mid-half: sleep rather than spin)
+            except BaseException as error:
+                interrupted = error
+        if interrupted is not None:
+            raise interrupted
+
+
+_helper = None
+_starting = threading.Lock()
+
+
+def _reset_after_fork():
+    global _helper, _starting
+    _helper, _starting = None, threading.Lock()   # the child has no helper thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def both(function, first, second):
+    """(function(*first), function(*second)): the two halves, at once when a helper is free."""
+    global _helper
+    if numba.config.DISABLE_JIT or get_threads() < 2:
+        return function(*first), function(*second)
+    if _helper is None:
+        with _starting:
+            if _helper is None:
+                _helper = _Helper()
+    return _helper.both(function, first, second)
