@@ -2,11 +2,18 @@
 on which thread computed which half; the hand-over never waits for a half nobody started."""
 import threading
 
+import numba
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import MultiLayerNet, TwoLayerNet, halves, nets
+
+
+# With kernel bodies as Python (CI's NUMBA_DISABLE_JIT=1 pass) fastbp uses no helper thread
+# (halves.both computes both halves on the caller): the hand-over is tested compiled only.
+needs_helper = pytest.mark.skipif(numba.config.DISABLE_JIT,
+                                  reason="NUMBA_DISABLE_JIT=1: fastbp runs no helper thread")
 
 
 @pytest.fixture
@@ -22,6 +29,7 @@ def _thread():
     return threading.current_thread().name
 
 
+@needs_helper
 def test_the_helper_computes_the_second_half(helper):
     started = threading.Event()
 
@@ -38,6 +46,7 @@ def test_the_helper_computes_the_second_half(helper):
     assert helper.flag[0] == halves.IDLE
 
 
+@needs_helper
 def test_a_half_the_helper_has_not_started_is_taken_back(monkeypatch):
     """A helper that never runs (as one parked by a busy machine) costs the caller nothing: it
     computes both halves itself instead of waiting."""
@@ -49,6 +58,7 @@ def test_a_half_the_helper_has_not_started_is_taken_back(monkeypatch):
     assert parked.flag[0] == halves.IDLE
 
 
+@needs_helper
 def test_an_error_in_the_helpers_half_is_raised_by_the_caller(helper):
     started = threading.Event()
 
@@ -64,6 +74,7 @@ def test_an_error_in_the_helpers_half_is_raised_by_the_caller(helper):
     assert halves.both(lambda which: which, ("a",), ("b",)) == ("a", "b")   # the helper lives on
 
 
+@needs_helper
 def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_for_a_while(helper):
     """Waits for a helper stalled mid-half (here: it sleeps), a few in a row, and the caller
     computes both halves itself for the next ALONE_CALLS calls."""
