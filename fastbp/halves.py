@@ -37,16 +37,19 @@ CALLER_SPINS = 1 << 14   # the caller's tries for the helper's half before it sl
 # The helper had no core for a call when, awake, it did not start its half before the caller
 # finished the other, or the caller then waited for it longer than PARKED times what its own half
 # took (parked by the scheduler mid-half: another process wants the core). Such calls are counted
-# with a decay (STRIKE_DECAY per call); past STRIKES (three in a row, about) the machine is busy,
-# and the caller computes both halves itself for the next ALONE_CALLS calls while the helper
-# sleeps (spinning, it would take a third of the caller's core), then tries the helper again.
-# Quiet, about 1 call in 100 is such a call on a shared VM. Measured on a 2-core Zen 4 with the
-# other core busy, the book's loop on MNIST-like batches, us per iteration: 916-1279 without this
-# rule, 732-889 with one thread only (602-637 quiet with the helper).
+# with a decay (STRIKE_DECAY per call); past STRIKES (about six in a row) the machine is busy, and
+# the caller computes both halves itself for the next ALONE_CALLS calls while the helper sleeps
+# (spinning, it would take a third of the caller's core), then tries the helper again. The
+# SETTLING_CALLS calls after a sleeping helper is woken are not counted: on a quiet VM its first
+# few halves start late too. Quiet, about 1 call in 200 is such a call here. Measured on a 2-core
+# Zen 4 with the other core busy, the book's loop on MNIST-like batches, us per iteration:
+# 916-1279 without this rule, 711-739 with one thread only, 691-699 with the rule (quiet 524-611).
 PARKED = 1.0
 STRIKE_DECAY = 0.9
-STRIKES = 2.5
+STRIKES = 4.5
+SETTLING_CALLS = 8
 ALONE_CALLS = 256
+
 
 class _Helper:
     """The helper thread and the flag it shares with callers (one half at a time)."""
@@ -58,7 +61,8 @@ class _Helper:
         self.done = threading.Event()       # set when a half is done, for a caller that sleeps
         self.asleep = False
         self.alone = 0                      # calls to go without the helper (see PARKED)
-        self.strikes = 0.0                  # recent parked waits, decaying
+        self.strikes = 0.0                  # recent calls with a parked helper, decaying
+        self.settling = 0                   # calls to go before the next judged one
         self.job = None                     # (function, arguments) of the posted half
         self.result = self.error = None
         threading.Thread(target=self._serve, name="fastbp-helper", daemon=True).start()
@@ -95,9 +99,9 @@ class _Helper:
             self.job = (function, second)
             self.done.clear()
             _sync.publish(self.flag, POSTED)
-            woken = self.asleep
-            if woken:
+            if self.asleep:
                 self.wake.set()
+                self.settling = SETTLING_CALLS
             start = time.perf_counter()
             try:
                 result = function(*first)
@@ -108,7 +112,7 @@ class _Helper:
                 if helper_has_it:
                     self._wait()
                     parked = time.perf_counter() - mine_done > PARKED * (mine_done - start)
-                self._judge(parked and not woken)
+                self._judge(parked)
             if not helper_has_it:
                 return result, function(*second)
             if self.error is not None:
@@ -122,6 +126,9 @@ class _Helper:
     def _judge(self, parked):
         """Count a call on which the helper had no core (see PARKED); past STRIKES the caller
         goes alone, and the helper, seeing no posts, soon sleeps instead of spinning."""
+        if self.settling:   # (just woken: its first halves start late on a quiet machine too)
+            self.settling -= 1
+            return
         self.strikes = STRIKE_DECAY * self.strikes + parked
         if self.strikes > STRIKES:
             self.alone, self.strikes = ALONE_CALLS, 0.0

@@ -85,7 +85,7 @@ def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_for_a_while(helper)
             time.sleep(0.02)
         return _thread()
 
-    for _ in range(20):
+    for _ in range(40):
         started = threading.Event()
 
         def first_waits(which, started=started):
