@@ -51,8 +51,9 @@ SPARSE_MAX_SHARE = 0.25
 SAMPLE_ROWS = 8
 # A batch of this many rows or more runs its compiled gradient and loss as two halves, which the
 # calling thread and a helper thread compute at once when the helper is free (fastbp/halves.py).
-# Measured on a 2-core Zen 4, the book's batch of 100 (784-50-10, float64, MNIST-like), us:
-# gradient 307 whole, 162 for one half alone, 186 for both halves at once before combining.
+# Measured on a 2-core Zen 4, the book's batch of 100 (784-50-10, float64, MNIST-like), us per
+# call whole / as two halves with the helper / as two halves on one thread: gradient 322 / 263 /
+# 399, loss 152 / 125 / 170 (so below ~64 rows the halves would not pay for their second call).
 SPLIT_ROWS = 64
 # The helper's half is a little smaller (45 rows of 100): it starts ~30 us after the caller's,
 # as a thread woken from Python takes that long to get the GIL back. A constant share, not a
