@@ -73,10 +73,11 @@ class _Helper:
             if seen != POSTED:
                 self.asleep = True         # (set before looking again: a caller that posts
                 self.wake.clear()          # after this look sees asleep and sets wake)
+                woken = True
                 if _sync.wait_for(self.flag, POSTED, 0) != POSTED:
-                    self.wake.wait(0.1)    # (the flag is the truth; the event only wakes early)
+                    woken = self.wake.wait(1.0)   # (the flag is the truth: the event only wakes)
                 self.asleep = False
-                seen = _sync.wait_for(self.flag, POSTED, HELPER_SPINS)
+                seen = _sync.wait_for(self.flag, POSTED, HELPER_SPINS if woken else 0)
                 continue
             if not _sync.claim(self.flag, POSTED, RUNNING):
                 seen = _sync.wait_for(self.flag, POSTED, HELPER_SPINS)

@@ -1,10 +1,10 @@
 """How many threads fastbp uses: its own (``get_threads``) and BLAS's (``blas_threads``).
 
 fastbp's kernels run on the calling thread, but for one case: the nets' compiled ``gradient`` and
-``loss`` on a batch of the book's size run as two parts, the second on a helper thread when one
+``loss`` on a batch of the book's size run as two halves, the second on a helper thread when it
 is free (fastbp/halves.py). ``get_threads()`` is 2 by default (1 on a one-core machine); set
 ``FASTBP_THREADS=1`` or call ``set_threads(1)`` to keep everything on the calling thread. The
-numbers are the same either way: the parts are fixed, only who computes them changes.
+numbers are the same either way: the halves are fixed, only who computes them changes.
 
 fastbp's compiled kernels call BLAS (SciPy's OpenBLAS, through Numba) for the large products, and
 NumPy brings a second OpenBLAS of its own. At MNIST sizes (a 100 x 784 by 784 x 50 product takes

@@ -6,7 +6,8 @@ GIL, spinning on ``flag[0]`` for a bounded number of tries (then they fall back 
 Python). The loads must be atomic: a plain load in a loop that writes nothing is hoisted out of
 it by LLVM, and the loop never sees the other thread's store.
 
-With ``NUMBA_DISABLE_JIT=1`` the same names are plain Python on the array (the GIL orders them).
+With ``NUMBA_DISABLE_JIT=1`` the same names are plain Python on the array, for one thread: fastbp
+runs no helper then (halves.both).
 """
 import platform
 import sys
