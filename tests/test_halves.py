@@ -29,18 +29,24 @@ def _thread():
     return threading.current_thread().name
 
 
-@needs_helper
-def test_the_helper_computes_the_second_half(helper):
+def handed_over(second):
+    """A function for halves.both whose second half runs ``second()`` and whose first half waits
+    until the second has started: so the helper must take the second (a caller that finished
+    first would take it back)."""
     started = threading.Event()
 
     def work(which):
         if which == "second":
             started.set()
-        else:   # the caller's half waits until the helper has the other: it must take it
-            assert started.wait(30), "the helper never started the second half"
+            return second()
+        assert started.wait(30), "the helper never started the second half"
         return which, _thread()
+    return work
 
-    first, second = halves.both(work, ("first",), ("second",))
+
+@needs_helper
+def test_the_helper_computes_the_second_half(helper):
+    first, second = halves.both(handed_over(lambda: ("second", _thread())), ("first",), ("second",))
     assert first == ("first", threading.current_thread().name)
     assert second == ("second", "fastbp-helper")
     assert helper.flag[0] == halves.IDLE
@@ -60,45 +66,30 @@ def test_a_half_the_helper_has_not_started_is_taken_back(monkeypatch):
 
 @needs_helper
 def test_an_error_in_the_helpers_half_is_raised_by_the_caller(helper):
-    started = threading.Event()
-
-    def work(which):
-        if which == "second":
-            started.set()
-            raise ArithmeticError("in the helper's half")
-        assert started.wait(30)
-        return which
+    def fail():
+        raise ArithmeticError("in the helper's half")
 
     with pytest.raises(ArithmeticError, match="in the helper's half"):
-        halves.both(work, ("first",), ("second",))
+        halves.both(handed_over(fail), ("first",), ("second",))
     assert halves.both(lambda which: which, ("a",), ("b",)) == ("a", "b")   # the helper lives on
 
 
 @needs_helper
 def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_for_a_while(helper):
-    """Waits for a helper stalled mid-half (here: it sleeps), a few in a row, and the caller
+    """Waits for a helper stalled mid-half (here: it sleeps), several in a row, and the caller
     computes both halves itself for the next ALONE_CALLS calls."""
     import time
 
-    def work(which):
-        if which == "second" and _thread() == "fastbp-helper":
-            time.sleep(0.02)
+    def stalled():
+        time.sleep(0.02)
         return _thread()
 
     for _ in range(40):
-        started = threading.Event()
-
-        def first_waits(which, started=started):
-            if which == "second":
-                started.set()
-                return work(which)
-            started.wait(30)
-            return _thread()
-        halves.both(first_waits, ("first",), ("second",))
+        halves.both(handed_over(stalled), ("first",), ("second",))
         if helper.alone:
             break
     assert helper.alone == halves.ALONE_CALLS
-    assert halves.both(work, ("first",), ("second",)) == (_thread(), _thread())
+    assert halves.both(lambda which: _thread(), ("first",), ("second",)) == (_thread(), _thread())
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
