@@ -40,3 +40,26 @@ class TwoLayerNetStep:
 
     def time_loss(self, backend, dtype):
         self.net.loss(self.x, self.t)
+
+
+class TwoLayerNetStepThreads:
+    """The same step on the kernels backend, float64 (the book's), with fastbp's helper thread
+    (2: a batch's gradient and loss as two halves at once, fastbp/halves.py) and without (1: both
+    halves on the calling thread). The results are the same; the time is what the helper buys."""
+    params = ([1, 2],)
+    param_names = ["threads"]
+    repeat = (10, 100, 1.0)
+
+    def setup(self, threads):
+        self.previous = common.switch_backend("kernels")
+        fastbp.set_threads(threads)
+        self.net = common.make_net("784-50-10", "float64")
+        self.x, self.t = common.mnist_onehot(BATCH, "float64")
+        book_sgd_step(self.net, self.x, self.t)  # warms the JIT and starts the helper
+
+    def teardown(self, threads):
+        fastbp.set_threads(None)
+        fastbp.set_backend(self.previous)
+
+    def time_book_sgd_step(self, threads):
+        book_sgd_step(self.net, self.x, self.t)
