@@ -15,8 +15,10 @@ x is (for finite W1, b1), so x itself is inspected only when the first layer's o
 The fast path: a net that is a plain stack (Affine, one kind of activation, ..., Affine, then
 SoftmaxWithLoss) with well-formed batch input runs ``predict``, ``loss``, ``gradient``,
 ``accuracy`` and ``numerical_gradient`` as one compiled call each (kernels/net.py), on the
-nonzero lists of x, and leaves in the layers the state their own forward and backward would
-(Affine.x, Relu.mask, SoftmaxWithLoss.y, dW, db, ...). Anything else, and any input the fast path
+nonzero lists of x (``gradient`` and ``loss`` on a batch of SPLIT_ROWS or more as two, on
+halves of its rows, one of them on a helper thread when it is free: fastbp/halves.py), and
+leaves in the layers the state their own forward and backward would (Affine.x, Relu.mask,
+SoftmaxWithLoss.y, dW, db, ...). Anything else, and any input the fast path
 finds wrong (NaN in x, labels out of range), goes through the layers one by one, which refuse bad
 input their way; so does everything on the reference backend, and while a computational graph is
 recorded (fastbp.graph draws the layers' calls).
