@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks, _io
+from .threads import available_cores
 
 __all__ = ["sweep", "LogUniform", "Uniform", "Choice", "Trial", "TrialResult", "SweepResult",
            "WorkerDied", "run_trial", "parse_space"]
@@ -444,13 +445,6 @@ def _executor(executor, workers, data, scheduler):
             raise ValueError("running on Dask needs dask[distributed]: pip install 'fastbp[dask]'")
         return _Dask(workers, data, scheduler)
     return _Processes(workers, data)
-
-
-def available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        return os.cpu_count() or 1
 
 
 # -- the search ---------------------------------------------------------------------------------

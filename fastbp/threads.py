@@ -35,6 +35,14 @@ _override = None
 _threads = None
 
 
+def available_cores():
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
 def get_threads():
     """Threads fastbp's own calls may use, 1 or 2: set_threads(n), else $FASTBP_THREADS, else 2
     (1 where this process may run on one core only)."""
@@ -42,8 +50,7 @@ def get_threads():
         return _threads
     value = os.environ.get("FASTBP_THREADS")
     if value is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return min(2, cores or 1)
+        return min(2, available_cores())
     try:
         return min(2, _checks.positive_int("FASTBP_THREADS", int(value)))
     except ValueError:

@@ -18,6 +18,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._config import jit
+from ._simd import _address
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # POSIX sched_yield (~0.5 us when no other thread wants the core), a named symbol of the C library
@@ -27,15 +28,12 @@ _sched_yield = types.ExternalFunction("sched_yield", types.intc())
 YIELD_EVERY = 32
 
 
-def _pointer(context, builder, array_type, array, index):
-    return builder.gep(context.make_array(array_type)(context, builder, array).data, [index])
-
-
 @intrinsic
 def _load(typingctx, flag, index):
     """flag[index], an acquire load."""
     def codegen(context, builder, signature, args):
-        return builder.load_atomic(_pointer(context, builder, signature.args[0], *args), "acquire", 8)
+        pointer = _address(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(pointer, "acquire", 8)
     return types.int64(flag, index), codegen
 
 
@@ -43,7 +41,7 @@ def _load(typingctx, flag, index):
 def _store(typingctx, flag, index, value):
     """flag[index] = value, a release store."""
     def codegen(context, builder, signature, args):
-        pointer = _pointer(context, builder, signature.args[0], args[0], args[1])
+        pointer = _address(context, builder, signature.args[0], args[0], args[1])
         builder.store_atomic(context.cast(builder, args[2], signature.args[2], types.int64), pointer,
                              "release", 8)
         return context.get_dummy_value()
@@ -54,7 +52,7 @@ def _store(typingctx, flag, index, value):
 def _compare_exchange(typingctx, flag, index, expected, new):
     """If flag[index] == expected, set it to new; True if it did (one atomic step)."""
     def codegen(context, builder, signature, args):
-        pointer = _pointer(context, builder, signature.args[0], args[0], args[1])
+        pointer = _address(context, builder, signature.args[0], args[0], args[1])
         pair = builder.cmpxchg(pointer, context.cast(builder, args[2], signature.args[2], types.int64),
                                context.cast(builder, args[3], signature.args[3], types.int64),
                                "acq_rel", "acquire")
