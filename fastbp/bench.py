@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from . import datasets
+from . import datasets, halves
 from .backend import use_backend
 from .kernels import step
 from .nets import MultiLayerNet, TwoLayerNet
@@ -304,8 +304,9 @@ def profile_step(sizes, x, t, iters, dtype, repeats=7):
     update = step.plain_sgd(LR, weights, biases)
 
     def run(stage, rows):
-        step._sgd_csr_step_stages(indptr, columns, values, t, rows, weights, biases, activation,
-                                  update, losses, stage)
+        halves.team(step.team_steps_csr, step.team_arguments_csr(
+            indptr, columns, values, t, rows, weights, biases, activation, update, losses,
+            step.halfway_column(columns, x.shape[1]), stage))
 
     run(step.BIASES, batches[:2])
     for _ in range(repeats):

@@ -8,7 +8,7 @@ the data only, so the same data and seed give the same weights on any machine.
 """
 import numpy as np
 
-from . import optimizers
+from . import halves, optimizers
 from .backend import get_backend, ops
 from .kernels import step
 
@@ -34,14 +34,17 @@ class TrainingSet:
         self.sparse = self.density <= SPARSE_MAX_DENSITY and get_backend() == "kernels"
         if self.sparse:
             self.indptr, self.columns, self.values = ops().compress_rows(x)
+            self.first_split = step.halfway_column(self.columns, x.shape[1])
         else:
             self.x = np.array(x, copy=True)
 
     def sgd_steps(self, batches, weights, biases, activation, update, losses):
-        """One training step per row of batches, as kernels.sgd_steps (in place)."""
+        """One training step per row of batches, as kernels.sgd_steps (in place); on the nonzero
+        lists by a team of two threads when fastbp runs two (fastbp/halves.py)."""
         if self.sparse:
-            ops().sgd_steps_csr(self.indptr, self.columns, self.values, self.t, batches, weights,
-                                biases, activation, update, losses)
+            halves.team(step.team_steps_csr, step.team_arguments_csr(
+                self.indptr, self.columns, self.values, self.t, batches, weights, biases,
+                activation, update, losses, self.first_split))
         else:
             ops().sgd_steps(self.x, self.t, batches, weights, biases, activation, update, losses)
 

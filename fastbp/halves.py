@@ -1,4 +1,5 @@
-"""A batch's work in two halves: the calling thread computes one, a helper thread the other.
+"""A batch's work in two halves: the calling thread computes one, a helper thread the other; and
+fit's steps as a team of the same two threads (``team``, below).
 
 The nets' compiled calls (``gradient`` and ``loss`` on a batch of the book's size) run on two
 fixed halves of the batch's rows (the helper's a little smaller) and combine their results in a
@@ -17,9 +18,14 @@ speed. Two-thread BLAS and OpenMP pools wait for their parked thread instead, an
 takes milliseconds. A helper parked *while* on its half does make the caller wait: after a few
 such waits in a row the caller goes without the helper for a while (see PARKED).
 
-Off (the caller computes both halves) with ``FASTBP_THREADS=1`` or ``fastbp.set_threads(1)``
-(fastbp/threads.py), on a single-core machine, and when kernel bodies run as Python
-(``NUMBA_DISABLE_JIT=1``).
+fit's steps are one long compiled call each (~0.15 s of steps), so there the helper joins the
+caller inside it: both run kernels/step.py's team_steps_csr, which hands each stage's second part
+over by a flag of its own with the same rule (kernels/_sync.py: the caller takes any part the
+helper has not claimed, and goes alone for a while after waits for a parked helper).
+
+Off (the caller computes both halves, and every part) with ``FASTBP_THREADS=1`` or
+``fastbp.set_threads(1)`` (fastbp/threads.py), on a single-core machine, and when kernel bodies
+run as Python (``NUMBA_DISABLE_JIT=1``).
 """
 import os
 import threading
@@ -56,6 +62,7 @@ class _Helper:
 
     def __init__(self):
         self.flag = np.zeros(8, np.int64)   # flag[0]; the rest keeps other data off its cache line
+        self.sync = _sync.team_sync()       # a team's stages (fit's steps), judged across calls
         self.posting = threading.Lock()     # one caller at a time hands a half over
         self.wake = threading.Event()       # set to wake a sleeping helper
         self.done = threading.Event()       # set when a half is done, for a caller that sleeps
@@ -124,6 +131,34 @@ class _Helper:
             _sync.publish(self.flag, IDLE)
             self.posting.release()
 
+    def team(self, function, arguments):
+        """function(0, sync, *arguments) here and function(1, sync, *arguments) on the helper, a
+        team sharing sync (kernels/_sync.py: the caller computes every part the helper has not
+        claimed, so this never waits for a helper that does not start)."""
+        if not self.posting.acquire(blocking=False):   # (another caller has the helper)
+            function(0, _sync.alone_sync(), *arguments)
+            return
+        try:
+            sync = self.sync
+            _sync.team_reset(sync)
+            self.job = (function, (1, sync, *arguments))
+            self.done.clear()
+            _sync.publish(self.flag, POSTED)
+            if self.asleep:
+                self.wake.set()
+            try:
+                function(0, sync, *arguments)
+            finally:
+                _sync.team_finish(sync)   # (done by the caller's last stage, unless it raised)
+                if not _sync.claim(self.flag, POSTED, TAKEN):
+                    self._wait()
+            if self.error is not None:
+                raise self.error
+        finally:
+            self.job = self.result = self.error = None
+            _sync.publish(self.flag, IDLE)
+            self.posting.release()
+
     def _judge(self, parked):
         """Count a call on which the helper had no core (see PARKED); past STRIKES the caller
         goes alone, and the helper, seeing no posts, soon sleeps instead of spinning."""
@@ -160,13 +195,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def both(function, first, second):
-    """(function(*first), function(*second)): the two halves, at once when a helper is free."""
+def _the_helper():
+    """The helper thread, started on first use; None when fastbp runs one thread (see above)."""
     global _helper
     if numba.config.DISABLE_JIT or get_threads() < 2:
-        return function(*first), function(*second)
+        return None
     if _helper is None:
         with _starting:
             if _helper is None:
                 _helper = _Helper()
-    return _helper.both(function, first, second)
+    return _helper
+
+
+def both(function, first, second):
+    """(function(*first), function(*second)): the two halves, at once when a helper is free."""
+    helper = _the_helper()
+    if helper is None:
+        return function(*first), function(*second)
+    return helper.both(function, first, second)
+
+
+def team(function, arguments):
+    """function(rank, sync, *arguments) as a team of two threads (kernels/_sync.py), or as the
+    caller alone (rank 0, every part its own) when fastbp runs one thread."""
+    helper = _the_helper()
+    if helper is None:
+        function(0, _sync.alone_sync(), *arguments)
+    else:
+        helper.team(function, arguments)

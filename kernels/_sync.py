@@ -13,6 +13,7 @@ import platform
 import sys
 
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -25,6 +26,7 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # already in the process (so the kernels stay cacheable); not on Windows.
 _YIELD = sys.platform != "win32"
 _sched_yield = types.ExternalFunction("sched_yield", types.intc())
+_usleep = types.ExternalFunction("usleep", types.intc(types.uintc))
 YIELD_EVERY = 32
 
 
@@ -71,6 +73,16 @@ def _pause(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def _cycles(typingctx):
+    """The CPU's time-stamp counter (a constant rate on CPUs of the last decade): for comparing
+    two spans of time measured by one thread, not for seconds."""
+    def codegen(context, builder, signature, args):
+        function = ir.FunctionType(ir.IntType(64), [])
+        return builder.call(builder.module.declare_intrinsic("llvm.readcyclecounter", fnty=function), [])
+    return types.int64(), codegen
+
+
 @jit
 def wait_for(flag, value, tries):
     """Spin until flag[0] == value, at most ``tries`` times; -> flag[0] as last seen. Every
@@ -110,6 +122,155 @@ def claim(flag, expected, new):
     return _compare_exchange(flag, 0, expected, new)
 
 
+# --- A team of two threads in one compiled call -------------------------------------------------
+#
+# fit's steps (kernels/step.py) run as stages, each cut into two fixed parts whose results do not
+# depend on which thread computes them. The calling thread (rank 0) and the helper (rank 1) run
+# the same loop over the same stages, numbered 1, 2, ... in ``sync`` (a TEAM_SLOTS int64 array):
+#
+#   caller: OPEN = stage ─ part 0 ─┬ CLAIM stage-1 -> stage succeeds: part 1 too (helper not there)
+#                                  └ the helper has part 1: wait for DONE = stage
+#   helper: wait for OPEN >= stage ─ OPEN == stage and CLAIM stage-1 -> stage succeeds: part 1,
+#           DONE = stage; else the stage is the caller's (skip it)
+#
+# so the caller never waits for a helper that has not started, only for one that is on its part.
+# A helper parked mid-part (another process wants its core) does make the caller wait, so the
+# caller judges every stage as fastbp/halves.py judges a call. A stage is a strike when the caller
+# waited LONG (longer than a quiet stage, shorter than a time slice) and more than PARKED times its
+# own part's time, or when the helper did not claim its part before the caller's part was done
+# (unless that part was SHORT: a tiny one is often over before the helper looks). Strikes decay
+# by STRIKE_DECAY per stage; past TOO_MANY the caller claims every part itself for a while, then
+# tries the helper again (its first SETTLING_STAGES stages not judged). The while is ALONE_MIN
+# stages after CALM_STAGES judged stages without going alone (a quiet VM's helper misses a few
+# stages now and then), else twice the last, up to ALONE_MAX (another process keeps the core busy).
+# While the caller goes alone, the helper polls every SLEEP_US microseconds instead of spinning.
+OPEN, CLAIM, DONE = 0, 8, 16                 # each on its own cache line
+STRIKES, SETTLING, MINE, STARTED, OWN, CALM, LAST_ALONE = 24, 25, 26, 27, 28, 29, 30   # the caller's
+HELPED = 32                                  # the helper's: parts it computed in this call
+ALONE = 40                                   # the caller's; the helper sleeps while it is > 0
+TEAM_SLOTS = 48
+FINISHED = 1 << 62                           # OPEN after the caller's last stage
+ALWAYS = 1 << 62                             # ALONE of a call with no helper
+PARKED = 1
+SHORT = 1 << 14                              # time-stamp ticks (~6 us at 2.6 GHz)
+LONG = 1 << 18                               # (~100 us: longer than a quiet stage's, shorter than a time slice)
+STRIKE_DECAY, STRIKE, TOO_MANY = 9, 10, 45   # strikes in tenths: x * 9 // 10 + 10 per strike
+ALONE_MIN, ALONE_MAX, CALM_STAGES = 64, 8192, 4096
+SETTLING_STAGES = 64
+SLEEP_US = 200
+SPINS = 1 << 14
+
+
+@jit
+def _poll(sync, slot, stage, sleep):
+    """Until sync[slot] >= stage (spinning, or polling every SLEEP_US if ``sleep``); -> the value."""
+    seen = _load(sync, slot)
+    i = 0
+    while seen < stage:
+        if sleep or i >= SPINS:
+            if _YIELD:
+                _usleep(SLEEP_US)
+        elif _YIELD and i % YIELD_EVERY == YIELD_EVERY - 1:
+            _sched_yield()
+        else:
+            _pause()
+        i += 1
+        seen = _load(sync, slot)
+    return seen
+
+
+def team_sync():
+    """A fresh ``sync`` for a team's call: no stage open, the caller not judging alone."""
+    return np.zeros(TEAM_SLOTS, np.int64)
+
+
+def team_reset(sync):
+    """Ready ``sync`` for a new call: no stage open or claimed; the caller's judgement stays, but
+    the first SETTLING_STAGES stages are not judged (the helper thread is being woken)."""
+    sync[OPEN] = sync[CLAIM] = sync[DONE] = sync[HELPED] = 0
+    sync[SETTLING] = max(sync[SETTLING], SETTLING_STAGES)
+
+
+def alone_sync():
+    """``sync`` for a call with no helper: the caller claims every part itself."""
+    sync = team_sync()
+    sync[ALONE] = ALWAYS
+    return sync
+
+
+@jit
+def team_part(sync, rank, stage, part):
+    """Whether this thread computes part ``part`` (0, then 1) of ``stage``; see the comment above.
+    After each part it computed, the thread calls team_part_done; after both, team_stage_done."""
+    if rank == 0:
+        if part == 0:
+            mine = sync[ALONE] > 0
+            if mine:   # (claimed before the stage opens: the helper cannot get it)
+                _compare_exchange(sync, CLAIM, stage - 1, stage)
+            sync[MINE] = mine
+            _store(sync, OPEN, stage)
+            sync[STARTED] = _cycles()
+            return True
+        sync[OWN] = _cycles() - sync[STARTED]
+        if not sync[MINE]:
+            sync[MINE] = _compare_exchange(sync, CLAIM, stage - 1, stage)
+        return sync[MINE] != 0
+    if part == 0:
+        return False
+    seen = _poll(sync, OPEN, stage, _load(sync, ALONE) > 0)
+    if seen == stage and _compare_exchange(sync, CLAIM, stage - 1, stage):
+        sync[HELPED] += 1
+        return True
+    return False
+
+
+@jit
+def team_part_done(sync, rank, stage):
+    """The helper's part of ``stage`` is written: the caller may go on."""
+    if rank == 1:
+        _store(sync, DONE, stage)
+
+
+@jit
+def team_stage_done(sync, rank, stage):
+    """The caller: until both parts of ``stage`` are written, then judge the helper (see above)."""
+    if rank != 0:
+        return
+    helper_had_it = sync[MINE] == 0
+    own = sync[OWN]
+    parked = not helper_had_it and own > SHORT
+    if helper_had_it:
+        _poll(sync, DONE, stage, False)
+        waited = _cycles() - (sync[STARTED] + own)
+        parked = waited > LONG and waited > PARKED * own
+    if sync[ALONE] > 0:
+        sync[ALONE] -= 1
+        if sync[ALONE] == 0:
+            sync[SETTLING] = SETTLING_STAGES
+        return
+    if sync[SETTLING] > 0:
+        sync[SETTLING] -= 1
+        return
+    sync[STRIKES] = sync[STRIKES] * STRIKE_DECAY // 10 + STRIKE * parked
+    sync[CALM] += 1
+    if sync[STRIKES] > TOO_MANY:
+        alone = ALONE_MIN if sync[CALM] > CALM_STAGES else max(ALONE_MIN, min(2 * sync[LAST_ALONE], ALONE_MAX))
+        sync[ALONE] = sync[LAST_ALONE] = alone
+        sync[STRIKES] = sync[CALM] = 0
+
+
+@jit
+def team_finish(sync):
+    """The caller is past its last stage: the helper leaves its loop."""
+    _store(sync, OPEN, FINISHED)
+
+
+@jit
+def team_finished(sync):
+    """Whether the caller is past its last stage."""
+    return _load(sync, OPEN) == FINISHED
+
+
 if numba.config.DISABLE_JIT:
     def wait_for(flag, value, tries):  # noqa: F811
         return int(flag[0])   # (one look: spinning in Python would hold the GIL the other needs)
@@ -126,3 +287,18 @@ if numba.config.DISABLE_JIT:
             return False
         flag[0] = new
         return True
+
+    def team_part(sync, rank, stage, part):  # noqa: F811
+        return rank == 0   # (one thread: it computes both parts)
+
+    def team_part_done(sync, rank, stage):  # noqa: F811
+        pass
+
+    def team_stage_done(sync, rank, stage):  # noqa: F811
+        pass
+
+    def team_finish(sync):  # noqa: F811
+        sync[OPEN] = FINISHED
+
+    def team_finished(sync):  # noqa: F811
+        return sync[OPEN] == FINISHED

@@ -49,18 +49,38 @@ def _count_nonzeros(x, counts):
 
 
 @jit
+def _compress_row(tile, x, i, columns, values, k):
+    """Row i of x (N, D)'s nonzeros into columns/values from position k on; -> the position after."""
+    d = x.shape[1]
+    for c0 in range(0, d, simd.lanes(tile)):
+        k += simd.compress(values, columns, k, simd.load(tile, x, i * d + c0, d - c0), c0, d - c0)
+    return k
+
+
+@jit
 def _compress_into(x, indptr, columns, values):
     """Fill indptr (N + 1), columns, values with the CSR of x (N, D), C-contiguous; columns and
     values must hold every nonzero. Returns the number of nonzeros."""
-    n, d = x.shape
     tile = simd.zeros(x, 256)
     k = 0
     indptr[0] = 0
-    for i in range(n):
-        for c0 in range(0, d, simd.lanes(tile)):
-            k += simd.compress(values, columns, k, simd.load(tile, x, i * d + c0, d - c0), c0, d - c0)
+    for i in range(x.shape[0]):
+        k = _compress_row(tile, x, i, columns, values, k)
         indptr[i + 1] = k
     return k
+
+
+@jit
+def _compress_rows_into(x, a, b, columns, values, lo, hi):
+    """Rows a:b of x (N, D), C-contiguous, as nonzero lists: row i's at lo[i]:hi[i], in the
+    region of columns/values (N * D entries each) from a * D on, which no other row uses; so two
+    threads can compress two row ranges at once."""
+    tile = simd.zeros(x, 256)
+    k = a * x.shape[1]
+    for i in range(a, b):
+        lo[i] = k
+        k = _compress_row(tile, x, i, columns, values, k)
+        hi[i] = k
 
 
 @jit

@@ -14,7 +14,7 @@ import numpy as np
 from numba import types
 from numba.np.linalg import ensure_blas
 
-from . import optimizers, sparse
+from . import _sync, optimizers, sparse
 from ._config import jit
 from .activations import sigmoid_scalar, tanh_scalar
 from .softmax_ce import _softmax_rows, cross_entropy_term
@@ -314,10 +314,17 @@ def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
 # a step gathers nothing), the previous layer's output compressed for the others (ReLU leaves about
 # half of it zero). Products run as sparse.py's tile loops instead of BLAS.
 #
-# Each step runs on the calling thread. Two threads were tried: BLAS's and a Numba prange over
-# two column parts of W each collapsed 14-25x when another process kept the second core busy, and
-# Numba's parallel=True regions could not stay anyway, as a cached kernel calling one crashed when
-# a new caller in another process linked it (numba#8578).
+# The steps run on the calling thread and, when fastbp runs two threads, on a helper thread too,
+# as a team (team_steps_csr, kernels/_sync.py): each layer's forward and backward is a stage of two
+# parts, and the caller computes any part the helper has not claimed, so a helper without a core
+# never holds a step up. BLAS's threads and a Numba prange over two column parts of W were tried
+# first: each collapsed 14-25x when another process kept the second core busy, as they wait for
+# a parked thread; and Numba's parallel=True regions cannot stay anyway, as a cached kernel calling
+# one crashed when a new caller in another process linked it (numba#8578). The first layer's
+# parts are its input pixels below and from a split (halfway_column), not the batch's rows: then
+# each thread reads and writes only its own rows of W, which stay in its core's cache (split by
+# rows, a step's weight update went no faster on two threads than on one: every row of W it wrote
+# was next read by the other core).
 #
 # The weights are updated in 64-byte-aligned copies whose rows are padded to whole 64-byte lines
 # (see _aligned_rows): a row update that straddles cache lines (a 50-float row is 200 bytes)
@@ -357,110 +364,213 @@ def _add_outer(lo, hi, columns, values, D, W, width, scale):
     sparse._add_outer(lo, hi, columns, values, D, width, W, W.shape[1], width, scale)
 
 
+def csr_workspace(values, weights, w_state, size, fused):
+    """What team_steps_csr computes in, made once per call and shared by the two threads of a
+    team: (per layer: (padded W, padded dW (no rows if ``fused``), padded W.T, outputs, output
+    gradients, its input's nonzero lists (columns, values; none for the first layer, which reads
+    the dataset's), ``bounds`` (4, N): row r's nonzeros below the layer's split are
+    bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r], and the part-1 partial sums
+    (N, width)), the rule's state padded (slot-major, as w_state), (db, the nonzero lists of an
+    output gradient (columns, values, lo, hi), softmax scratch maxes, logsums))."""
+    dtype = values.dtype
+    last = len(weights) - 1
+    layers = []
+    for layer, W in enumerate(weights):
+        below, width = W.shape
+        inputs = 0 if layer == 0 else size * below
+        layers.append((_aligned_rows(below, width, values),
+                       _aligned_rows(0 if fused else below, width, values),
+                       _aligned_rows(width, below, values),
+                       np.empty((size, width), dtype), np.zeros((size, width), dtype),
+                       np.empty(inputs, np.int32), np.empty(inputs, dtype),
+                       np.empty((4, size), np.int64), np.empty((size, width), dtype)))
+    states = tuple(_aligned_rows(w_state[slot * (last + 1) + layer].shape[0], weights[layer].shape[1],
+                                 values) for slot in range(2) for layer in range(last + 1))
+    widest = max(W.shape[1] for W in weights)
+    shared = (np.empty(0 if fused else widest, dtype), np.empty(size * widest, np.int32),
+              np.empty(size * widest, dtype), np.empty(size, np.int64), np.empty(size, np.int64),
+              np.empty(size, np.float64), np.empty(size, np.float64))
+    return tuple(layers), states, shared
+
+
+def halfway_column(columns, width):
+    """The column below which half of a dataset's nonzeros lie (columns: its nonzero lists'),
+    where fit cuts the first layer's weights in two."""
+    if not columns.size:
+        return width // 2
+    return int(np.searchsorted(np.cumsum(np.bincount(columns, minlength=width)), columns.size / 2))
+
+
 @jit
-def _sgd_csr_step_stages(indptr, columns, values, t, batches, weights, biases, activation, update,
-                         losses, upto):
-    """sgd_steps_csr doing only the stages FORWARD..upto of every step (upto = BIASES: all)."""
+def _first_from(columns, low, high, split):
+    """The first k in low:high with columns[k] >= split (columns increasing there), else high."""
+    while low < high:
+        m = (low + high) // 2
+        if columns[m] < split:
+            low = m + 1
+        else:
+            high = m
+    return low
+
+
+@jit
+def _dataset_bounds(indptr, rows, columns, split, part, bounds):
+    """Part ``part``'s slices (bounds[2 part], bounds[2 part + 1]) of the dataset rows ``rows``:
+    their nonzeros below ``split`` (part 0) or from it (part 1)."""
+    for r in range(rows.size):
+        low, high = indptr[rows[r]], indptr[rows[r] + 1]
+        cut = _first_from(columns, low, high, split)
+        bounds[2 * part, r] = low if part == 0 else cut
+        bounds[2 * part + 1, r] = cut if part == 0 else high
+
+
+@jit
+def _forward_part(work, layer, part, splits, indptr, columns, values, rows, biases):
+    """Part ``part`` of layer ``layer``'s output: the sums over its inputs below the layer's
+    split plus the bias (part 0, into the outputs) or over the rest (part 1, into the partial
+    sums), so each thread reads only its own rows of W (they stay in its core's cache)."""
+    W, _, _, act, _, cols, vals, bounds, partial = work[0][layer]
+    if layer == 0:
+        _dataset_bounds(indptr, rows, columns, splits[0], part, bounds)
+        cols, vals = columns, values
+    width = act.shape[1]
+    if part == 0:
+        _times(bounds[0], bounds[1], cols, vals, W, biases[layer], width, act, STORE, act)
+    else:
+        _times(bounds[2], bounds[3], cols, vals, W, biases[layer][:0], width, partial, STORE, partial)
+
+
+@jit
+def _finish_rows(work, layer, a, b, splits, activation):
+    """Rows a:b of layer ``layer``'s outputs: the two parts' sums added, then the activation (not
+    on the last layer); and for a hidden layer, those rows as the next layer's input lists."""
+    layers = work[0]
+    act, partial = layers[layer][3], layers[layer][8]
+    last = len(layers) - 1
+    width = act.shape[1]
+    for r in range(a, b):
+        for j in range(width):
+            v = act[r, j] + partial[r, j]
+            act[r, j] = (0 if v <= 0 else v) if layer < last and activation == RELU else v
+    if layer == last:
+        return
+    if activation != RELU:
+        _activate(act[a:b], activation)
+    cols, vals, bounds = layers[layer + 1][5], layers[layer + 1][6], layers[layer + 1][7]
+    sparse._compress_rows_into(act, a, b, cols, vals, bounds[0], bounds[3])
+    for r in range(a, b):
+        cut = _first_from(cols, bounds[0, r], bounds[3, r], splits[layer + 1])
+        bounds[1, r] = bounds[2, r] = cut
+
+
+@jit
+def _backward_part(work, layer, part, a, b, splits, columns, values, weights, activation, update,
+                   iteration, weights_too):
+    """Part ``part`` of layer ``layer``'s backward stage: rows a:b of the gradient below it, and
+    (``weights_too``) the update of W's rows below the split (part 0) or from it (part 1): the
+    rows the thread's forward part read."""
+    layers, states, shared = work
+    _, d_cols, d_vals, d_lo, d_hi, _, _ = shared
+    W, g, WT, _, d, cols, vals, bounds, _ = layers[layer]
+    below, width = weights[layer].shape
+    if layer > 0:   # d_below = (d @ W.T) * f'(.), W.T copied before this step's update
+        below_out, below_d = layers[layer - 1][3], layers[layer - 1][4]
+        sparse._compress_rows_into(d, a, b, d_cols, d_vals, d_lo, d_hi)
+        epilogue = STORE_RELU_MASKED if activation == RELU else STORE
+        _times(d_lo[a:b], d_hi[a:b], d_cols, d_vals, WT, np.empty(0, W.dtype), below, below_d[a:b],
+               epilogue, below_out[a:b])
+        if activation != RELU:
+            _activation_backward(below_d[a:b], below_out[a:b], activation)
+    if not weights_too:
+        return
+    if layer == 0:
+        cols, vals = columns, values
+    starts, ends = bounds[2 * part], bounds[2 * part + 1]
+    rule, hyper, _, _ = update
+    if rule == SGD and hyper[WEIGHT_DECAY] == 0:   # W -= lr x.T @ d row by row, no dW
+        _add_outer(starts, ends, cols, vals, d, W, width, -hyper[LR])
+        return
+    split = splits[layer]   # this part's rows of W: those its nonzeros point at
+    p0, p1 = (0, split) if part == 0 else (split, below)
+    g[p0:p1] = 0
+    _add_outer(starts, ends, cols, vals, d, g, width, 1.0)
+    if hyper[WEIGHT_DECAY] != 0:
+        _add_decay(g[p0:p1], W[p0:p1], hyper[WEIGHT_DECAY])
+    last = len(weights) - 1
+    _apply_rule(rule, hyper, iteration, W[p0:p1].reshape(-1), g[p0:p1].reshape(-1),
+                states[layer][p0:p1].reshape(-1), states[last + 1 + layer][p0:p1].reshape(-1))
+
+
+@jit
+def team_steps_csr(rank, sync, work, splits, indptr, columns, values, t, batches, weights, biases,
+                   activation, update, losses, upto):
+    """sgd_steps_csr doing the stages FORWARD..upto of every step (upto = BIASES: all), as
+    thread ``rank`` of a team (kernels/_sync.py): the caller (rank 0) and maybe a helper (rank 1),
+    sharing ``sync`` and the workspace ``work`` (csr_workspace). A layer's forward is two
+    stages: its sums over the inputs below ``splits[layer]`` and over the rest (parts 0 and 1),
+    then rows 0:N/2 and N/2:N of the outputs finished (sums added, activation, compressed for
+    the next layer); its backward one: rows 0:N/2 and N/2:N of the gradient below, and the
+    update of W's rows below and from the split (each row of W updated in the batch's order).
+    So a thread reads and writes only its own rows of the first layer's W. The rest (softmax,
+    biases, W.T) is the caller's. No part's result depends on who computes it: one thread or
+    two, the weights are the same bits."""
+    layers, states, shared = work
+    db, _, _, _, _, maxes, logsums = shared
     rule, hyper, w_state, b_state = update
     lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
-    fused = rule == SGD and decay == 0   # W -= lr x.T @ d row by row, no dW
+    fused = rule == SGD and decay == 0
     last = len(weights) - 1
     steps, size = batches.shape
-    dtype = values.dtype
-    identity = np.arange(size)
-    no_bias = np.empty(0, dtype)
-    hidden = RELU if activation == RELU else -1
-    # Per layer: the padded weights (and their gradients and rule state, laid out alike), W.T
-    # (for the gradient below it), outputs (acts), output gradients (douts), the CSR of its input
-    # and its row slices.
-    Ws = []
-    dWs = []
-    states = []   # slot-major, as w_state
-    WTs = []
-    acts = []
-    douts = []
-    in_ptr = []
-    in_cols = []
-    in_vals = []
-    los = []
-    his = []
-    for layer in range(last + 1):
-        W = weights[layer]
-        below, width = W.shape
-        padded = _aligned_rows(below, width, values)
-        padded[:, :width] = W
-        Ws.append(padded)
-        dWs.append(_aligned_rows(0 if fused else below, width, values))
-        WTs.append(_aligned_rows(width, below, values))
-        acts.append(np.empty((size, width), dtype))
-        douts.append(np.zeros((size, width), dtype))
-        in_ptr.append(np.zeros(size + 1, np.int64))
-        in_cols.append(np.empty(size * below, np.int32))
-        in_vals.append(np.empty(size * below, dtype))
-        los.append(np.empty(size, np.int64))
-        his.append(np.empty(size, np.int64))
-    for slot in range(2):
+    half = size // 2
+    if rank == 0:
         for layer in range(last + 1):
-            kept = w_state[slot * (last + 1) + layer]
-            padded = _aligned_rows(kept.shape[0], weights[layer].shape[1], values)
-            if kept.size:
-                padded[:, :kept.shape[1]] = kept
-            states.append(padded)
-    widest = 0
-    for layer in range(last + 1):
-        widest = max(widest, weights[layer].shape[1])
-    db = np.empty(0 if fused else widest, dtype)
-    d_ptr, d_cols, d_vals = np.zeros(size + 1, np.int64), np.empty(size * widest, np.int32), \
-        np.empty(size * widest, dtype)
-    d_lo, d_hi = np.empty(size, np.int64), np.empty(size, np.int64)
-    maxes, logsums = np.empty(size, np.float64), np.empty(size, np.float64)
-
+            width = weights[layer].shape[1]
+            layers[layer][0][:, :width] = weights[layer]
+            for slot in range(2):
+                kept = w_state[slot * (last + 1) + layer]
+                if kept.size:
+                    states[slot * (last + 1) + layer][:, :kept.shape[1]] = kept
+    stage = 0
     for s in range(steps):
+        if rank == 1 and _sync.team_finished(sync):
+            break
         rows = batches[s]
         if upto >= FORWARD:
             for layer in range(last + 1):
-                width = weights[layer].shape[1]
-                if layer == 0:
-                    ptr, cols, vals, batch_rows = indptr, columns, values, rows
-                else:
-                    sparse._compress_into(acts[layer - 1], in_ptr[layer], in_cols[layer], in_vals[layer])
-                    ptr, cols, vals, batch_rows = in_ptr[layer], in_cols[layer], in_vals[layer], identity
-                sparse._row_slices(ptr, batch_rows, los[layer], his[layer])
-                epilogue = STORE_RELU if layer < last and hidden == RELU else STORE
-                _times(los[layer], his[layer], cols, vals, Ws[layer], biases[layer], width,
-                       acts[layer], epilogue, acts[layer])
-                if layer < last and hidden != RELU:
-                    _activate(acts[layer], activation)
-        if upto >= LOSS:
-            losses[s] = _softmax_ce_gradient(acts[last], t, rows, douts[last], maxes, logsums)
+                stage += 1
+                for part in range(2):
+                    if _sync.team_part(sync, rank, stage, part):
+                        _forward_part(work, layer, part, splits, indptr, columns, values, rows, biases)
+                        _sync.team_part_done(sync, rank, stage)
+                _sync.team_stage_done(sync, rank, stage)
+                stage += 1
+                for part in range(2):
+                    if _sync.team_part(sync, rank, stage, part):
+                        a, b = (0, half) if part == 0 else (half, size)
+                        _finish_rows(work, layer, a, b, splits, activation)
+                        _sync.team_part_done(sync, rank, stage)
+                _sync.team_stage_done(sync, rank, stage)
+        if rank == 0 and upto >= LOSS:
+            losses[s] = _softmax_ce_gradient(layers[last][3], t, rows, layers[last][4], maxes, logsums)
         if upto < BACKWARD:
             continue
+        iteration = hyper[ITERATION] + s + 1
         for layer in range(last, -1, -1):
-            d = douts[layer]
-            below, width = weights[layer].shape
-            if layer > 0:  # d_below = (d @ W.T) * f'(.), with W before this step's update
-                _transpose_into(Ws[layer], width, WTs[layer])
-                sparse._compress_into(d, d_ptr, d_cols, d_vals)
-                sparse._row_slices(d_ptr, identity, d_lo, d_hi)
-                epilogue = STORE_RELU_MASKED if hidden == RELU else STORE
-                _times(d_lo, d_hi, d_cols, d_vals, WTs[layer], no_bias, below, douts[layer - 1],
-                       epilogue, acts[layer - 1])
-                if hidden != RELU:
-                    _activation_backward(douts[layer - 1], acts[layer - 1], activation)
-            iteration = hyper[ITERATION] + s + 1
-            if upto >= WEIGHTS:
-                cols, vals = (columns, values) if layer == 0 else (in_cols[layer], in_vals[layer])
-                if fused:
-                    _add_outer(los[layer], his[layer], cols, vals, d, Ws[layer], width, -lr)
-                else:
-                    g = dWs[layer]
-                    g[:, :] = 0
-                    _add_outer(los[layer], his[layer], cols, vals, d, g, width, 1.0)
-                    if decay != 0:
-                        _add_decay(g, Ws[layer], decay)
-                    _apply_rule(rule, hyper, iteration, Ws[layer].reshape(-1), g.reshape(-1),
-                                states[layer].reshape(-1), states[last + 1 + layer].reshape(-1))
-            if upto >= BIASES:
+            if layer == 0 and upto < WEIGHTS:
+                break
+            width = weights[layer].shape[1]
+            if rank == 0 and layer > 0:
+                _transpose_into(layers[layer][0], width, layers[layer][2])
+            stage += 1
+            for part in range(2):
+                if _sync.team_part(sync, rank, stage, part):
+                    a, b = (0, half) if part == 0 else (half, size)
+                    _backward_part(work, layer, part, a, b, splits, columns, values, weights,
+                                   activation, update, iteration, upto >= WEIGHTS)
+                    _sync.team_part_done(sync, rank, stage)
+            _sync.team_stage_done(sync, rank, stage)
+            if rank == 0 and upto >= BIASES:
+                d = layers[layer][4]
                 if fused:
                     sparse._column_sums_into(d, size, width, width, biases[layer], -lr)
                 else:
@@ -469,21 +579,36 @@ def _sgd_csr_step_stages(indptr, columns, values, t, batches, weights, biases, a
                     sparse._column_sums_into(d, size, width, width, g, 1.0)
                     _apply_rule(rule, hyper, iteration, biases[layer], g, b_state[layer],
                                 b_state[last + 1 + layer])
-    for layer in range(last + 1):
-        weights[layer][:, :] = Ws[layer][:, :weights[layer].shape[1]]
-        for slot in range(2):
-            kept = w_state[slot * (last + 1) + layer]
-            if kept.size:
-                kept[:, :] = states[slot * (last + 1) + layer][:, :kept.shape[1]]
+    if rank == 0:
+        for layer in range(last + 1):
+            weights[layer][:, :] = layers[layer][0][:, :weights[layer].shape[1]]
+            for slot in range(2):
+                kept = w_state[slot * (last + 1) + layer]
+                if kept.size:
+                    kept[:, :] = states[slot * (last + 1) + layer][:, :kept.shape[1]]
+        _sync.team_finish(sync)
 
 
-@jit
+def team_arguments_csr(indptr, columns, values, t, batches, weights, biases, activation, update,
+                       losses, first_split=None, upto=BIASES):
+    """(work, splits, *the call's arguments, upto): what follows (rank, sync) in a team_steps_csr
+    call; the first layer's update cut at ``first_split`` (default: halfway), the others' halfway."""
+    rule, hyper, w_state, _ = update
+    fused = rule == SGD and hyper[WEIGHT_DECAY] == 0
+    work = csr_workspace(values, weights, w_state, batches.shape[1], fused)
+    splits = np.array([W.shape[0] // 2 for W in weights], np.int64)
+    if first_split is not None:
+        splits[0] = first_split
+    return (work, splits, indptr, columns, values, t, batches, weights, biases, activation, update,
+            losses, upto)
+
+
 def sgd_steps_csr(indptr, columns, values, t, batches, weights, biases, activation, update, losses):
     """sgd_steps with the training inputs x (M, D) given as CSR (indptr, columns, values): rows
     batches[s] of x are the batch of step s. The weights agree with sgd_steps on the dense x to
-    rounding."""
-    _sgd_csr_step_stages(indptr, columns, values, t, batches, weights, biases, activation, update,
-                         losses, BIASES)
+    rounding. On the calling thread (fastbp/engine.py runs the same steps on two)."""
+    team_steps_csr(0, _sync.alone_sync(), *team_arguments_csr(
+        indptr, columns, values, t, batches, weights, biases, activation, update, losses))
 
 
 @jit

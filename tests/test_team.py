@@ -1,0 +1,183 @@
+"""fit's steps as a team of two threads (kernels/_sync.py, kernels/step.team_steps_csr): the weights
+are the same bits whichever thread computed which part, and the caller never waits for a helper
+that does not start, nor for long for one that is parked."""
+import threading
+import time
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import halves
+from fastbp.kernels import _sync, step
+from test_kernels import csr, labels, net, update_case
+
+needs_helper = pytest.mark.skipif(numba.config.DISABLE_JIT,
+                                  reason="NUMBA_DISABLE_JIT=1: fastbp runs no helper thread")
+
+
+def _training_call(seed, sizes, dtype, rows=40, batch=16, steps=25):
+    """Arguments of a team_steps_csr call (after rank and sync) on random sparse data, a random
+    activation and update rule (SGD, or a book optimizer, maybe with weight decay)."""
+    rng = np.random.default_rng(seed)
+    weights, biases = net(rng, sizes, dtype)
+    update = update_case(rng, weights, biases)
+    indptr, columns, values = csr(rng, rows, sizes[0], dtype)
+    return step.team_arguments_csr(
+        indptr, columns, values, labels(rng, rows, sizes[-1]),
+        rng.integers(0, rows, size=(steps, batch)), weights, biases, int(rng.integers(0, 3)), update,
+        np.zeros(steps), step.halfway_column(columns, sizes[0]))
+
+
+def _trained(arguments):
+    """What a call changed: the weights, biases, the rule's state and the losses, copied."""
+    _, _, _, _, _, _, _, weights, biases, _, update, losses, _ = arguments
+    return [a.copy() for a in (*weights, *biases, *update[2], *update[3], losses)]
+
+
+def _copy(arguments):
+    """The arguments with fresh copies of everything a call writes (workspace included)."""
+    work, splits, indptr, columns, values, t, batches, weights, biases, activation, update, losses, upto = arguments
+    rule, hyper, w_state, b_state = update
+    fresh = step.team_arguments_csr(
+        indptr, columns, values, t, batches, tuple(w.copy() for w in weights),
+        tuple(b.copy() for b in biases),
+        activation, (rule, hyper, tuple(s.copy() for s in w_state), tuple(s.copy() for s in b_state)),
+        losses.copy(), int(splits[0]), upto)
+    return fresh
+
+
+@needs_helper
+@pytest.mark.parametrize("sizes", [[30, 9, 4], [30, 17, 8, 5]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_team_gives_the_bits_of_one_thread_whoever_computes_which_part(sizes, dtype):
+    """Rank 0 here and rank 1 on another thread, racing for every stage's second part, many
+    times: always the weights, state and losses of the caller alone, and the helper did compute
+    parts (so both ways were taken)."""
+    helped = 0
+    for seed in range(12):
+        arguments = _training_call(seed, sizes, dtype)
+        alone = _copy(arguments)
+        step.team_steps_csr(0, _sync.alone_sync(), *alone)
+        sync = _sync.team_sync()
+        helper = threading.Thread(target=step.team_steps_csr, args=(1, sync, *arguments))
+        helper.start()
+        step.team_steps_csr(0, sync, *arguments)
+        helper.join(30)
+        assert not helper.is_alive()
+        helped += sync[_sync.HELPED]
+        for mine, theirs in zip(_trained(arguments), _trained(alone)):
+            np.testing.assert_array_equal(mine, theirs)
+    assert helped > 0
+
+
+@needs_helper
+def test_fit_gives_the_same_bits_on_one_thread_or_two():
+    x = np.random.default_rng(0).random((300, 64)) * (np.random.default_rng(1).random((300, 64)) < 0.2)
+    t = np.random.default_rng(2).integers(0, 10, 300)
+    trained = {}
+    for threads in (1, 2):
+        fastbp.set_threads(threads)
+        try:
+            for name in ("sgd", "adam"):
+                np.random.seed(0)
+                net = fastbp.MultiLayerNet(64, [20, 12], 10, weight_decay_lambda=0.01 if name == "adam" else 0)
+                history = fastbp.fit(net, x, t, iters=150, batch_size=30, seed=3,
+                                     optimizer=fastbp.Adam(lr=0.01) if name == "adam" else None)
+                trained[threads, name] = [p.copy() for p in net.params.values()] + [np.array(history.loss)]
+        finally:
+            fastbp.set_threads(None)
+    for name in ("sgd", "adam"):
+        for one, two in zip(trained[1, name], trained[2, name]):
+            np.testing.assert_array_equal(one, two)
+
+
+@needs_helper
+def test_a_helper_that_never_starts_costs_the_team_nothing(monkeypatch):
+    """A helper thread that never runs (as one parked by a busy machine): the caller computes
+    every part itself and returns, with the bits of one thread."""
+    monkeypatch.setattr(threading.Thread, "start", lambda self: None)
+    parked = halves._Helper()
+    monkeypatch.undo()
+    arguments = _training_call(0, [30, 9, 4], np.float32)
+    alone = _copy(arguments)
+    step.team_steps_csr(0, _sync.alone_sync(), *alone)
+    start = time.perf_counter()
+    parked.team(step.team_steps_csr, arguments)
+    assert time.perf_counter() - start < 30
+    assert parked.flag[0] == halves.IDLE and parked.sync[_sync.HELPED] == 0
+    for mine, theirs in zip(_trained(arguments), _trained(alone)):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@needs_helper
+def test_a_helper_that_starts_after_the_caller_finished_leaves_at_once():
+    arguments = _training_call(1, [30, 9, 4], np.float64)
+    sync = _sync.team_sync()
+    step.team_steps_csr(0, sync, *arguments)
+    before = _trained(arguments)
+    step.team_steps_csr(1, sync, *arguments)   # (would hang, were it waiting for a stage)
+    for mine, theirs in zip(_trained(arguments), before):
+        np.testing.assert_array_equal(mine, theirs)
+    assert sync[_sync.HELPED] == 0
+
+
+def _stage(sync, stage, helper_takes, helper_seconds=0.0):
+    """One stage driven by hand: the caller opens it and finishes part 0; the helper (played
+    here) claims part 1 if ``helper_takes`` and holds it for helper_seconds."""
+    assert _sync.team_part(sync, 0, stage, 0)
+    took = helper_takes and _sync.team_part(sync, 1, stage, 1)
+    mine = _sync.team_part(sync, 0, stage, 1)
+    assert mine != took
+    if took:
+        time.sleep(helper_seconds)
+        _sync.team_part_done(sync, 1, stage)
+    _sync.team_stage_done(sync, 0, stage)
+    return took
+
+
+@needs_helper
+def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_then_tries_again():
+    sync = _sync.team_sync()
+    stage = 0
+    for _ in range(20):   # quick parts by the helper: no strike
+        stage += 1
+        assert _stage(sync, stage, True)
+    assert sync[_sync.ALONE] == 0 and sync[_sync.STRIKES] == 0
+    strikes = 0
+    while not sync[_sync.ALONE]:   # the helper holds its part for 5 ms (a parked thread)
+        stage += 1
+        assert _stage(sync, stage, True, 0.005)
+        strikes += 1
+        assert strikes < 20
+    assert strikes == 6 and sync[_sync.ALONE] == _sync.ALONE_MIN
+    for _ in range(_sync.ALONE_MIN):   # alone: the caller claims part 1 before opening the stage
+        stage += 1
+        assert not _stage(sync, stage, True)
+    assert sync[_sync.ALONE] == 0 and sync[_sync.SETTLING] == _sync.SETTLING_STAGES
+    stage += 1
+    assert _stage(sync, stage, True)   # the helper again
+    for _ in range(_sync.SETTLING_STAGES + 6):   # parked again soon: alone for twice as long
+        if sync[_sync.ALONE]:
+            break
+        stage += 1
+        _stage(sync, stage, True, 0.005)
+    assert sync[_sync.ALONE] == 2 * _sync.ALONE_MIN
+
+
+@needs_helper
+def test_a_helper_that_does_not_claim_its_parts_is_a_strike_unless_the_parts_are_tiny():
+    sync = _sync.team_sync()
+    for stage in range(1, 40):   # tiny parts, never claimed by the helper: no judgement
+        _stage(sync, stage, False)
+    assert sync[_sync.ALONE] == 0 and sync[_sync.STRIKES] == 0
+    stage = 40
+    while not sync[_sync.ALONE]:
+        assert _sync.team_part(sync, 0, stage, 0)
+        time.sleep(0.001)   # a caller's part of 1 ms, and no helper
+        assert _sync.team_part(sync, 0, stage, 1)
+        _sync.team_stage_done(sync, 0, stage)
+        stage += 1
+        assert stage < 60
+    assert stage == 46
