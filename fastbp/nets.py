@@ -37,20 +37,18 @@ from .gradcheck import numerical_gradient
 from .layers import DIVERGED_HINT, Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh, net_reports
 from .losses import get_loss
 from .regularization import BatchNormalization, Dropout
+from .threads import limited_blas
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}
 ACTIVATION_CODES = {Relu: reference.RELU, Sigmoid: reference.SIGMOID, Tanh: reference.TANH}
 TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): training differs from testing
 NUMERICAL_STEP = 1e-4   # the book's h
-# The compiled calls read x's nonzeros only: on a quiet machine they are level with the layers'
-# BLAS products (two threads) on MNIST-like batches and lose on denser ones; on a busy one they
-# hold while two-thread BLAS collapses. Measured, the book's ch05 loop in float64, 784-50-10,
-# us/iteration on a 2-core Zen 5, quiet, compiled / layers: 439 / 432 at 19 % nonzero, 510 / 432
-# at 27 %, 571 / 435 at 35 %, 706 / 435 at Fashion-MNIST's 49 %; another core busy, the layers
-# take 1600-2800 (two BLAS threads) or ~640 (one, quiet or not) at any density, the compiled
-# calls ~440 at 19 %. Judged on the first SAMPLE_ROWS rows, so a batch's decision costs ~2 us.
-SPARSE_MAX_SHARE = 0.25
-SAMPLE_ROWS = 8
+# The compiled calls take any density: the first layer's products on x's nonzero lists, or by
+# BLAS for denser batches (kernels/net.py DENSE_SHARE). Their BLAS runs on one thread (see
+# _Plan.run): the second core is the helper's (below); two-thread BLAS beside it would
+# oversubscribe the cores, and on a machine whose other core is busy, two-thread BLAS waits for
+# a parked thread and a product takes milliseconds (the book's loop through the layers, 784-50-10
+# float64 on a 2-core Zen 4: ~720 us/iteration quiet, 2200-3700 with the other core busy).
 # A batch of this many rows or more runs its compiled gradient and loss as two halves, which the
 # calling thread and a helper thread compute at once when the helper is free (fastbp/halves.py).
 # Measured on a 2-core Zen 4, the book's batch of 100 (784-50-10, float64, MNIST-like), us per
@@ -74,8 +72,9 @@ class _Plan:
         self.single = len(shape) == 1
 
     def run(self, kernel, *args):
-        """ops().<kernel>(x, *args, weights, biases, activation)."""
-        return getattr(ops(), kernel)(self.x, *args, self.weights, self.biases, self.activation)
+        """ops().<kernel>(x, *args, weights, biases, activation), BLAS on one thread."""
+        with limited_blas(1, cached=True):
+            return getattr(ops(), kernel)(self.x, *args, self.weights, self.biases, self.activation)
 
     def run_halves(self, kernel, labels):
         """run(kernel, labels) for net_loss or net_gradient, on two halves of x's rows when
@@ -87,9 +86,10 @@ class _Plan:
             return self.run(kernel, labels)
         m = n - int(HELPER_SHARE * n)
         run = getattr(ops(), kernel)
-        first, second = halves.both(
-            run, (self.x[:m], labels[:m], self.weights, self.biases, self.activation),
-            (self.x[m:], labels[m:], self.weights, self.biases, self.activation))
+        with limited_blas(1, cached=True):
+            first, second = halves.both(
+                run, (self.x[:m], labels[:m], self.weights, self.biases, self.activation),
+                (self.x[m:], labels[m:], self.weights, self.biases, self.activation))
         wa, wb = m / n, (n - m) / n
         loss_a, y_a, outputs_a, *grads_a, nonfinite_a = first
         loss_b, y_b, outputs_b, *grads_b, nonfinite_b = second
@@ -139,11 +139,10 @@ class _Net:
     def loss(self, x, t):
         return self._loss(x, t)
 
-    def _plan(self, x, any_density=False):
+    def _plan(self, x):
         """A _Plan when one compiled call can do this net's work on x, else None (then the
-        layers run one by one, and refuse bad input their way). None too for dense x (see
-        SPARSE_MAX_SHARE) unless ``any_density``, and while a graph is recorded (fastbp.graph): it
-        draws the layers' calls, so they must run."""
+        layers run one by one, and refuse bad input their way). None too while a graph is
+        recorded (fastbp.graph): it draws the layers' calls, so they must run."""
         if (get_backend() != "kernels" or _trace.recording() or not isinstance(x, np.ndarray)
                 or not x.ndim or not x.shape[0]):
             return None
@@ -173,9 +172,6 @@ class _Net:
             return None
         if rows.dtype.kind not in "fiu" or (rows.dtype.kind == "f" and rows.dtype.itemsize > weights[0].itemsize):
             return None   # (float64 data into a float32 net: the layers check its range)
-        sample = rows[:SAMPLE_ROWS]
-        if not any_density and np.count_nonzero(sample) > SPARSE_MAX_SHARE * sample.size:
-            return None   # dense input: the layers' BLAS products are faster
         if rows.dtype not in _checks.FLOAT_DTYPES:
             rows = rows.astype(weights[0].dtype)   # integers, float16: as the layers convert them
         return _Plan(rows, x.shape, tuple(weights), tuple(biases), ACTIVATION_CODES[activation])
@@ -328,7 +324,7 @@ class _Net:
         plain net with no weight decay and loss not replaced (either loss, see set_loss), all in one
         compiled call, every shifted loss a whole forward pass (~50x faster than the book's)."""
         if "loss" not in vars(self) and type(self).loss is _Net.loss and not self.weight_decay_lambda:
-            plan = self._plan(x, any_density=True)   # 2 passes per weight: compiled wins anyway
+            plan = self._plan(x)
             labels = self._plan_labels(plan, t)
             if labels is not None and not plan.run("net_scores")[1]:
                 dWs, dbs, kWs, kbs = ops().net_numerical_gradient(

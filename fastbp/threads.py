@@ -1,10 +1,12 @@
 """How many threads fastbp uses: its own (``get_threads``) and BLAS's (``blas_threads``).
 
-fastbp's kernels run on the calling thread, but for one case: the nets' compiled ``gradient`` and
-``loss`` on a batch of the book's size run as two halves, the second on a helper thread when it
-is free (fastbp/halves.py). ``get_threads()`` is 2 by default (1 on a one-core machine); set
-``FASTBP_THREADS=1`` or call ``set_threads(1)`` to keep everything on the calling thread. The
-numbers are the same either way: the halves are fixed, only who computes them changes.
+fastbp's kernels run on the calling thread, and on a helper thread in two cases: the nets'
+compiled ``gradient`` and ``loss`` on a batch of the book's size run as two halves, the second on
+the helper when it is free, and ``fit``'s steps on sparse data run as a team of the two threads,
+each stage cut in two parts (fastbp/halves.py). ``get_threads()`` is 2 by default (1 on a one-core
+machine); set ``FASTBP_THREADS=1`` or call ``set_threads(1)`` to keep everything on the calling
+thread. The numbers are the same either way: the halves and parts are fixed, only who computes
+them changes.
 
 fastbp's compiled kernels call BLAS (SciPy's OpenBLAS, through Numba) for the large products, and
 NumPy brings a second OpenBLAS of its own. At MNIST sizes (a 100 x 784 by 784 x 50 product takes
@@ -14,8 +16,11 @@ instead of microseconds (measured: see the closing notes of the performance issu
 
 So ``fit`` runs with ``blas_threads()`` threads in both pools and restores the previous setting
 afterwards. The default is 1; set ``FASTBP_BLAS_THREADS`` (or call ``set_blas_threads``) to use more
-where a measurement on your machine (``fastbp bench``) shows they pay. The book-style layer path
-leaves BLAS as configured by the process (``OPENBLAS_NUM_THREADS``, threadpoolctl).
+where a measurement on your machine (``fastbp bench``) shows they pay. The nets' compiled calls
+(``predict``, ``loss``, ``gradient`` of a plain net) hold every BLAS at one thread while they run
+(their second core is the helper's) and restore it on return; the layers one by one (nets with
+batch normalisation or dropout, single layers) leave BLAS as configured by the process
+(``OPENBLAS_NUM_THREADS``, threadpoolctl).
 
 The BLAS setting is one per process, so runs that overlap (``fit`` in two threads) share it: the
 first to start sets the limit, the last to finish restores what was there before, and runs that
@@ -84,6 +89,7 @@ def set_blas_threads(n):
 _lock = threading.Lock()
 _holders = 0      # limited_blas bodies running now, in any thread
 _saved = []       # (BLAS library controller, its thread count before the first body)
+_known = None     # the BLAS libraries found by the first limited_blas(cached=True)
 
 
 def _set_threads(library, n):
@@ -92,19 +98,30 @@ def _set_threads(library, n):
     getattr(library, "_real_set_num_threads", library.set_num_threads)(n)
 
 
+def _libraries(cached):
+    """The process's BLAS libraries: looked up now (~ms), or once for all (``cached``: ~us)."""
+    global _known
+    if cached and _known is not None:
+        return _known
+    libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    if cached:
+        _known = libraries
+    return libraries
+
+
 @contextlib.contextmanager
-def limited_blas(n=None):
+def limited_blas(n=None, cached=False):
     """Limit every BLAS in the process to ``n`` (default ``blas_threads()``) threads, then restore.
 
     Re-entrant and thread-safe: while any body runs, in any thread, the limit stays; the first
     body sets it (one that starts while it is held runs with it) and the last to leave restores
-    the counts from before the first."""
+    the counts from before the first. ``cached``: the libraries found the first time such a
+    body ran (for calls of microseconds; a library loaded later is not limited)."""
     global _holders, _saved
     with _lock:
         if _holders == 0:
             limit = blas_threads() if n is None else n
-            libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-            _saved = [(library, library.num_threads) for library in libraries]
+            _saved = [(library, library.num_threads) for library in _libraries(cached)]
             for library, _ in _saved:
                 _set_threads(library, limit)
         _holders += 1

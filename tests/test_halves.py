@@ -97,13 +97,15 @@ def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_for_a_while(helper)
     lambda dtype: TwoLayerNet(784, 50, 10, dtype=dtype),
     lambda dtype: MultiLayerNet(784, [40, 30], 10, activation="tanh", dtype=dtype),
 ])
-def test_halves_give_the_layers_results_and_state_on_a_book_batch(monkeypatch, make, dtype):
-    """A batch of 100 MNIST-like rows: gradient and loss as two compiled halves each (counted),
-    equal to the layers one by one, and leaving in the layers what they would."""
+@pytest.mark.parametrize("density", [0.19, 0.5])
+def test_halves_give_the_layers_results_and_state_on_a_book_batch(monkeypatch, make, dtype, density):
+    """A batch of 100 rows, MNIST-like or as dense as Fashion-MNIST: gradient and loss as two
+    compiled halves each (counted), equal to the layers one by one, and leaving in the layers
+    what they would."""
     from fastbp import kernels
     from test_nets import _layer_state
     rng = np.random.default_rng(5)
-    x = (rng.random((100, 784)) * (rng.random((100, 784)) < 0.19)).astype(np.float32)
+    x = (rng.random((100, 784)) * (rng.random((100, 784)) < density)).astype(np.float32)
     t = np.eye(10)[rng.integers(0, 10, 100)]
     calls = []
     for name in ("net_loss", "net_gradient"):
@@ -120,7 +122,7 @@ def test_halves_give_the_layers_results_and_state_on_a_book_batch(monkeypatch, m
     fast, fast_state = run()
     assert sorted(calls) == sorted([("net_gradient", 55), ("net_gradient", 45), ("net_loss", 55),
                                     ("net_loss", 45)]), calls
-    monkeypatch.setattr(nets, "SPARSE_MAX_SHARE", -1.0)   # every batch counts as dense: the layers
+    monkeypatch.setattr(nets._Net, "_plan", lambda self, x: None)   # the layers, one by one
     slow, slow_state = run()
     tol = 1e-5 if dtype == np.float32 else 1e-12
     for key in [*slow, *slow_state]:

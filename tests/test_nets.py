@@ -389,12 +389,14 @@ def _layer_state(net):
     lambda: MultiLayerNet(30, [9, 7], 4, activation="tanh", dtype=np.float32),
 ])
 @pytest.mark.parametrize("labels", ["index", "onehot"])
-def test_compiled_calls_equal_the_layers_on_sparse_input(monkeypatch, make, labels):
-    """Input as sparse as MNIST takes one compiled call per method (counted); its results, and
-    what it leaves in the layers, are the layers' own. Dense input takes the layers."""
+@pytest.mark.parametrize("density", [0.2, 0.7])
+def test_compiled_calls_equal_the_layers(monkeypatch, make, labels, density):
+    """Input as sparse as MNIST (the first layer on its nonzero lists) or denser (by BLAS,
+    kernels/net.py DENSE_SHARE) takes one compiled call per method (counted); its results, and
+    what it leaves in the layers, are the layers' own."""
     from fastbp import kernels, nets
     rng = np.random.default_rng(3)
-    x = (rng.random((12, 30)) * (rng.random((12, 30)) < 0.2)).astype(np.float32)  # ~20 % nonzero
+    x = (rng.random((12, 30)) * (rng.random((12, 30)) < density)).astype(np.float32)
     t = rng.integers(0, 4, 12)
     t = np.eye(4)[t] if labels == "onehot" else t
     calls = []
@@ -412,7 +414,7 @@ def test_compiled_calls_equal_the_layers_on_sparse_input(monkeypatch, make, labe
     fast, fast_state = run()
     assert calls.count("net_gradient") == 1 and calls.count("net_loss") >= 1, calls
     calls.clear()
-    monkeypatch.setattr(nets, "SPARSE_MAX_SHARE", -1.0)   # every batch counts as dense
+    monkeypatch.setattr(nets._Net, "_plan", lambda self, x: None)   # the layers, one by one
     slow, slow_state = run()
     assert calls == [], calls
     assert fast.keys() == slow.keys() and fast_state.keys() == slow_state.keys()
