@@ -135,12 +135,14 @@ def claim(flag, expected, new):
 #
 # so the caller never waits for a helper that has not started, only for one that is on its part.
 # A helper parked mid-part (another process wants its core) does make the caller wait, so the
-# caller judges every stage as fastbp/halves.py judges a call. A stage is a strike when the caller
-# waited LONG (longer than a quiet stage, shorter than a time slice) and more than PARKED times its
-# own part's time, or when the helper did not claim its part before the caller's part was done
-# (unless that part was SHORT: a tiny one is often over before the helper looks). Strikes decay
-# by STRIKE_DECAY per stage; past TOO_MANY the caller claims every part itself for a while, then
-# tries the helper again (its first SETTLING_STAGES stages not judged). The while is ALONE_MIN
+# caller judges every stage as fastbp/halves.py judges a call. A stage is a strike when the
+# helper did not claim its part before the caller's part was done (unless that part was SHORT: a
+# tiny one is often over before the helper looks), and two and a half when the caller waited LONG
+# (longer than a quiet stage, shorter than a time slice) and more than PARKED times its own part's
+# time: each such wait costs up to a time slice. Strikes decay by STRIKE_DECAY per stage; past
+# TOO_MANY (about six strikes in a row, or two long waits) the caller claims every part itself
+# for a while, then tries the helper again (only long waits judged in its first SETTLING_STAGES
+# stages, as a helper thread that slept takes a while to wake). The while is ALONE_MIN
 # stages after CALM_STAGES judged stages without going alone (a quiet VM's helper misses a few
 # stages now and then), else twice the last, up to ALONE_MAX (another process keeps the core busy).
 # While the caller goes alone, the helper polls every SLEEP_US microseconds instead of spinning.
@@ -154,7 +156,7 @@ ALWAYS = 1 << 62                             # ALONE of a call with no helper
 PARKED = 1
 SHORT = 1 << 14                              # time-stamp ticks (~6 us at 2.6 GHz)
 LONG = 1 << 18                               # (~100 us: longer than a quiet stage's, shorter than a time slice)
-STRIKE_DECAY, STRIKE, TOO_MANY = 9, 10, 45   # strikes in tenths: x * 9 // 10 + 10 per strike
+STRIKE_DECAY, STRIKE, PARKED_STRIKE, TOO_MANY = 9, 10, 25, 45   # in tenths: x * 9 // 10 + strike
 ALONE_MIN, ALONE_MAX, CALM_STAGES = 64, 8192, 4096
 SETTLING_STAGES = 64
 SLEEP_US = 200
@@ -238,20 +240,21 @@ def team_stage_done(sync, rank, stage):
         return
     helper_had_it = sync[MINE] == 0
     own = sync[OWN]
-    parked = not helper_had_it and own > SHORT
+    strike = STRIKE if not helper_had_it and own > SHORT else 0
     if helper_had_it:
         _poll(sync, DONE, stage, False)
         waited = _cycles() - (sync[STARTED] + own)
-        parked = waited > LONG and waited > PARKED * own
+        strike = PARKED_STRIKE if waited > LONG and waited > PARKED * own else 0
     if sync[ALONE] > 0:
         sync[ALONE] -= 1
         if sync[ALONE] == 0:
             sync[SETTLING] = SETTLING_STAGES
         return
-    if sync[SETTLING] > 0:
+    if sync[SETTLING] > 0:   # (the helper is waking: only a parked one counts)
         sync[SETTLING] -= 1
-        return
-    sync[STRIKES] = sync[STRIKES] * STRIKE_DECAY // 10 + STRIKE * parked
+        if strike != PARKED_STRIKE:
+            return
+    sync[STRIKES] = sync[STRIKES] * STRIKE_DECAY // 10 + strike
     sync[CALM] += 1
     if sync[STRIKES] > TOO_MANY:
         alone = ALONE_MIN if sync[CALM] > CALM_STAGES else max(ALONE_MIN, min(2 * sync[LAST_ALONE], ALONE_MAX))

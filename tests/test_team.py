@@ -151,19 +151,20 @@ def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_then_tries_again():
         assert _stage(sync, stage, True, 0.005)
         strikes += 1
         assert strikes < 20
-    assert strikes == 6 and sync[_sync.ALONE] == _sync.ALONE_MIN
+    assert strikes == 2 and sync[_sync.ALONE] == _sync.ALONE_MIN   # (each wait: up to a time slice)
     for _ in range(_sync.ALONE_MIN):   # alone: the caller claims part 1 before opening the stage
         stage += 1
         assert not _stage(sync, stage, True)
     assert sync[_sync.ALONE] == 0 and sync[_sync.SETTLING] == _sync.SETTLING_STAGES
     stage += 1
     assert _stage(sync, stage, True)   # the helper again
-    for _ in range(_sync.SETTLING_STAGES + 6):   # parked again soon: alone for twice as long
-        if sync[_sync.ALONE]:
-            break
+    strikes = 0
+    while not sync[_sync.ALONE]:   # parked again soon (settling or not): alone for twice as long
         stage += 1
-        _stage(sync, stage, True, 0.005)
-    assert sync[_sync.ALONE] == 2 * _sync.ALONE_MIN
+        assert _stage(sync, stage, True, 0.005)
+        strikes += 1
+        assert strikes < 20
+    assert strikes == 2 and sync[_sync.ALONE] == 2 * _sync.ALONE_MIN
 
 
 @needs_helper
