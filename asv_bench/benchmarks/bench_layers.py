@@ -45,21 +45,25 @@ class TwoLayerNetStep:
 class TwoLayerNetStepThreads:
     """The same step on the kernels backend, float64 (the book's), with fastbp's helper thread
     (2: a batch's gradient and loss as two halves at once, fastbp/halves.py) and without (1: both
-    halves on the calling thread). The results are the same; the time is what the helper buys."""
-    params = ([1, 2],)
-    param_names = ["threads"]
+    halves on the calling thread), on MNIST-like input (the first layer on the nonzero lists)
+    and dense input (by one-thread BLAS, kernels/net.py DENSE_SHARE). The results are the same;
+    the time is what the helper buys."""
+    params = ([1, 2], ["mnist-like", "dense"])
+    param_names = ["threads", "input"]
     repeat = (10, 100, 1.0)
 
-    def setup(self, threads):
+    def setup(self, threads, input):
         self.previous = common.switch_backend("kernels")
         fastbp.set_threads(threads)
         self.net = common.make_net("784-50-10", "float64")
         self.x, self.t = common.mnist_onehot(BATCH, "float64")
+        if input == "dense":
+            self.x = common.rng(2).random(self.x.shape)
         book_sgd_step(self.net, self.x, self.t)  # warms the JIT and starts the helper
 
-    def teardown(self, threads):
+    def teardown(self, threads, input):
         fastbp.set_threads(None)
         fastbp.set_backend(self.previous)
 
-    def time_book_sgd_step(self, threads):
+    def time_book_sgd_step(self, threads, input):
         book_sgd_step(self.net, self.x, self.t)

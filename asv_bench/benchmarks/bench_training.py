@@ -5,6 +5,8 @@ synthetic data (10 000 training rows, 2 000 test rows, so fit evaluates accuracy
 the book's TwoLayerNet 784-50-10 and a larger MultiLayerNet 784-[256, 128]-10, on both backends.
 Each sample trains a freshly initialised net (asv re-runs setup between samples).
 
+FitThreads: the same fit (kernels, no test set) with and without fastbp's helper thread.
+
 Import / FirstFit (``timeraw_``, each sample a fresh interpreter): importing numba (the baseline)
 and fastbp, and importing fastbp plus a 1-iteration fit with Numba's on-disk cache filled (what
 every run pays: import and cache loads) and empty (the first run after install
@@ -89,6 +91,29 @@ import os, shutil
 shutil.rmtree({folder!r}, ignore_errors=True)
 os.environ["NUMBA_CACHE_DIR"] = {folder!r}
 """
+
+
+class FitThreads:
+    """Fit as above on the kernels backend (no evaluation) with fastbp's helper thread (2: the
+    steps as a team of two threads, kernels/step.py team_steps_csr) and without (1). The weights
+    are the same; the time is what the helper buys."""
+    params = ([1, 2], NETS)
+    param_names = ["threads", "net"]
+    timeout = 300
+
+    def setup(self, threads, net):
+        _warm_fit("kernels", DTYPE)
+        fastbp.set_threads(threads)
+        self.x, self.t = common.mnist_like(10_000, DTYPE, seed=0)
+        self.net = common.make_net(net, DTYPE)
+        self.previous = common.switch_backend("kernels")
+
+    def teardown(self, threads, net):
+        fastbp.set_threads(None)
+        fastbp.set_backend(self.previous)
+
+    def time_fit(self, threads, net):
+        fastbp.fit(self.net, self.x, self.t, iters=ITERS, batch_size=BATCH, lr=LR, seed=0)
 
 
 class Import:
