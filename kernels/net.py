@@ -12,6 +12,7 @@ converted copy) through its nonzero lists, made per call in two vector passes th
 the entries that are not finite (``nonfinite``, for the caller to refuse such input). A layer
 """
 import numpy as np
+from numba.extending import overload
 
 from . import sparse
 from ._config import jit
@@ -63,6 +64,18 @@ def onehot_labels(t):
     return labels, bad
 
 
+def _in_dtype_of(x, like):
+    """x as an array of like's dtype: x itself when it is one already, else a converted copy."""
+    return x.astype(like.dtype)
+
+
+@overload(_in_dtype_of)
+def _in_dtype_of_compiled(x, like):
+    if x.dtype == like.dtype:
+        return lambda x, like: x
+    return lambda x, like: x.astype(like.dtype)
+
+
 @jit
 def _input_csr(x, dense_above=1.0):
     """The nonzero lists of x (N, D), C-contiguous: (columns, values (x's dtype), lo, hi: row r's
@@ -105,7 +118,7 @@ def _forward(x, weights, biases, activation, dense_ok):
     columns, values, lo, hi, nonfinite, dense = _input_csr(x, DENSE_SHARE if dense_ok else 1.0)
     xd = np.empty((0, 0), W.dtype)
     if dense:
-        xd = x.astype(W.dtype)
+        xd = _in_dtype_of(x, W)
         out = np.empty((x.shape[0], W.shape[1]), W.dtype)
         _affine_into(xd, W, biases[0], out)
         if last > 0:
