@@ -9,7 +9,10 @@ output, the softmax probabilities, the loss and the gradients. Labels are class 
 
 The first layer reads the caller's x as it is (float32 images into a float64 net need no
 converted copy) through its nonzero lists, made per call in two vector passes that also count
-the entries that are not finite (``nonfinite``, for the caller to refuse such input). A layer
+the entries that are not finite (``nonfinite``, for the caller to refuse such input); when more
+than DENSE_SHARE of x is nonzero, its products are BLAS calls instead (x converted to the
+weights' dtype if it has another). The hidden layers read their inputs' nonzero lists (ReLU
+leaves about half of them zero).
 """
 import numpy as np
 from numba.extending import overload
