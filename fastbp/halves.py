@@ -104,11 +104,7 @@ class _Helper:
             self.alone = max(0, self.alone - 1)
             return function(*first), function(*second)
         try:
-            self.job = (function, second)
-            self.done.clear()
-            _sync.publish(self.flag, POSTED)
-            if self.asleep:
-                self.wake.set()
+            if self._post(function, second):
                 self.settling = SETTLING_CALLS
             start = time.perf_counter()
             try:
@@ -127,9 +123,7 @@ class _Helper:
                 raise self.error
             return result, self.result
         finally:
-            self.job = self.result = self.error = None
-            _sync.publish(self.flag, IDLE)
-            self.posting.release()
+            self._retire()
 
     def team(self, function, arguments):
         """function(0, sync, *arguments) here and function(1, sync, *arguments) on the helper, a
@@ -141,11 +135,7 @@ class _Helper:
         try:
             sync = self.sync
             _sync.team_reset(sync)
-            self.job = (function, (1, sync, *arguments))
-            self.done.clear()
-            _sync.publish(self.flag, POSTED)
-            if self.asleep:
-                self.wake.set()
+            self._post(function, (1, sync, *arguments))
             try:
                 function(0, sync, *arguments)
             finally:
@@ -155,9 +145,24 @@ class _Helper:
             if self.error is not None:
                 raise self.error
         finally:
-            self.job = self.result = self.error = None
-            _sync.publish(self.flag, IDLE)
-            self.posting.release()
+            self._retire()
+
+    def _post(self, function, arguments):
+        """Hand function(*arguments) to the helper (the caller holds ``posting``); -> whether
+        the helper was asleep (and is being woken)."""
+        self.job = (function, arguments)
+        self.done.clear()
+        _sync.publish(self.flag, POSTED)
+        asleep = self.asleep
+        if asleep:
+            self.wake.set()
+        return asleep
+
+    def _retire(self):
+        """The posted work is over (done, taken back or never started): the helper is free."""
+        self.job = self.result = self.error = None
+        _sync.publish(self.flag, IDLE)
+        self.posting.release()
 
     def _judge(self, parked):
         """Count a call on which the helper had no core (see PARKED); past STRIKES the caller

@@ -84,19 +84,24 @@ def _cycles(typingctx):
 
 
 @jit
+def _rest(i):
+    """The pause after a spinning thread's try number i: every YIELD_EVERY tries it yields its
+    core to any other thread that wants it (if the scheduler put the two threads of fastbp on one
+    core, the spinning one would hold up the other, and a process on the other core too)."""
+    if _YIELD and i % YIELD_EVERY == YIELD_EVERY - 1:
+        _sched_yield()
+    else:
+        _pause()
+
+
+@jit
 def wait_for(flag, value, tries):
-    """Spin until flag[0] == value, at most ``tries`` times; -> flag[0] as last seen. Every
-    YIELD_EVERY tries the thread yields its core to any other thread that wants it (if the
-    scheduler put the two threads of fastbp on one core, the spinning one would hold up the other,
-    and a process on the other core too)."""
+    """Spin until flag[0] == value, at most ``tries`` times (see _rest); -> flag[0] as last seen."""
     seen = _load(flag, 0)
     for i in range(tries):
         if seen == value:
             break
-        if _YIELD and i % YIELD_EVERY == YIELD_EVERY - 1:
-            _sched_yield()
-        else:
-            _pause()
+        _rest(i)
         seen = _load(flag, 0)
     return seen
 
@@ -172,10 +177,8 @@ def _poll(sync, slot, stage, sleep):
         if sleep or i >= SPINS:
             if _YIELD:
                 _usleep(SLEEP_US)
-        elif _YIELD and i % YIELD_EVERY == YIELD_EVERY - 1:
-            _sched_yield()
         else:
-            _pause()
+            _rest(i)
         i += 1
         seen = _load(sync, slot)
     return seen

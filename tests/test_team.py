@@ -40,12 +40,11 @@ def _copy(arguments):
     """The arguments with fresh copies of everything a call writes (workspace included)."""
     work, splits, indptr, columns, values, t, batches, weights, biases, activation, update, losses, upto = arguments
     rule, hyper, w_state, b_state = update
-    fresh = step.team_arguments_csr(
+    return step.team_arguments_csr(
         indptr, columns, values, t, batches, tuple(w.copy() for w in weights),
         tuple(b.copy() for b in biases),
         activation, (rule, hyper, tuple(s.copy() for s in w_state), tuple(s.copy() for s in b_state)),
         losses.copy(), int(splits[0]), upto)
-    return fresh
 
 
 @needs_helper
