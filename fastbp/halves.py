@@ -9,7 +9,7 @@ helper took part at all.
 How the halves meet (the flag in kernels/_sync.py)::
 
     caller:  post the second half ─ compute the first ─┬ helper has not started it: take it back
-                                                       └ helper is on it: wait for it to finish
+             (from the compiled call of the first)     └ helper is on it: wait for it to finish
     helper:  spin (a posted half is taken within a microsecond) ─ after ~1.6 ms without one, sleep
 
 Nothing ever waits for a half that no thread has started: when the other core is busy (another
@@ -98,20 +98,25 @@ class _Helper:
             # DONE is the last touch of job and result (the caller owns them then)
             seen = _sync.publish_then_wait_for(self.flag, DONE, POSTED, HELPER_SPINS)
 
-    def both(self, function, first, second):
-        """(function(*first), function(*second)), the second maybe on the helper."""
+    def both(self, function, first, second, publishing=None):
+        """(function(*first), function(*second)), the second maybe on the helper (see both)."""
         if self.alone or not self.posting.acquire(blocking=False):   # (another caller has it)
             self.alone = max(0, self.alone - 1)
             return function(*first), function(*second)
         try:
-            if self._post(function, second):
+            if self._post(function, second, publish=publishing is None):
                 self.settling = SETTLING_CALLS
             start = time.perf_counter()
             try:
-                result = function(*first)
+                if publishing is None:
+                    result = function(*first)
+                else:
+                    result = publishing(self.flag, POSTED, *first)
             finally:
                 mine_done = time.perf_counter()
-                helper_has_it = not _sync.claim(self.flag, POSTED, TAKEN)
+                # (IDLE: the call failed before it posted)
+                helper_has_it = not (_sync.claim(self.flag, POSTED, TAKEN)
+                                     or _sync.claim(self.flag, IDLE, TAKEN))
                 parked = not helper_has_it   # an awake helper that never started: no core for it
                 if helper_has_it:
                     self._wait()
@@ -147,12 +152,14 @@ class _Helper:
         finally:
             self._retire()
 
-    def _post(self, function, arguments):
-        """Hand function(*arguments) to the helper (the caller holds ``posting``); -> whether
-        the helper was asleep (and is being woken)."""
+    def _post(self, function, arguments, publish=True):
+        """Hand function(*arguments) to the helper (the caller holds ``posting``), by publishing
+        POSTED now or (``publish=False``) by the caller's next compiled call; -> whether the
+        helper was asleep (and is being woken)."""
         self.job = (function, arguments)
         self.done.clear()
-        _sync.publish(self.flag, POSTED)
+        if publish:
+            _sync.publish(self.flag, POSTED)
         asleep = self.asleep
         if asleep:
             self.wake.set()
@@ -212,12 +219,16 @@ def _the_helper():
     return _helper
 
 
-def both(function, first, second):
-    """(function(*first), function(*second)): the two halves, at once when a helper is free."""
+def both(function, first, second, publishing=None):
+    """(function(*first), function(*second)): the two halves, at once when a helper is free.
+    ``publishing(flag, state, *first)``, when given, is function(*first) after flag[0] = state,
+    stored by its compiled code (kernels/net.py PUBLISHING): then the helper is handed its half
+    only once the caller holds no GIL, and does not sleep on the GIL before starting it (a
+    sleeping thread takes ~40 us to wake)."""
     helper = _the_helper()
     if helper is None:
         return function(*first), function(*second)
-    return helper.both(function, first, second)
+    return helper.both(function, first, second, publishing)
 
 
 def team(function, arguments):

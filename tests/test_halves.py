@@ -53,6 +53,34 @@ def test_the_helper_computes_the_second_half(helper):
 
 
 @needs_helper
+def test_a_first_half_that_posts_the_second_hands_it_over(helper):
+    """publishing: the caller's first half posts the second itself (the nets' compiled calls do
+    it from compiled code); until it does, the helper does not start."""
+    work = handed_over(lambda: ("second", _thread()))
+
+    def publishing(flag, state, which):
+        assert flag[0] == halves.IDLE   # nothing posted before the caller's call
+        halves._sync.publish(flag, state)
+        return work(which)
+
+    first, second = halves.both(work, ("first",), ("second",), publishing)
+    assert first == ("first", threading.current_thread().name)
+    assert second == ("second", "fastbp-helper")
+    assert helper.flag[0] == halves.IDLE
+
+
+@needs_helper
+def test_a_first_half_that_fails_before_it_posts_waits_for_nothing(helper):
+    def publishing(flag, state, which):
+        raise ArithmeticError("before posting")
+
+    with pytest.raises(ArithmeticError, match="before posting"):
+        halves.both(lambda which: which, ("first",), ("second",), publishing)
+    assert helper.flag[0] == halves.IDLE
+    assert halves.both(lambda which: which, ("a",), ("b",)) == ("a", "b")   # the helper lives on
+
+
+@needs_helper
 def test_a_half_the_helper_has_not_started_is_taken_back(monkeypatch):
     """A helper that never runs (as one parked by a busy machine) costs the caller nothing: it
     computes both halves itself instead of waiting."""
@@ -109,9 +137,11 @@ def test_halves_give_the_layers_results_and_state_on_a_book_batch(monkeypatch, m
     t = np.eye(10)[rng.integers(0, 10, 100)]
     calls = []
     for name in ("net_loss", "net_gradient"):
-        kernel = getattr(kernels, name)
+        kernel, publishing = getattr(kernels, name), nets.PUBLISHING[name]
         monkeypatch.setattr(kernels, name,
                             lambda x, *a, _k=kernel, _n=name: (calls.append((_n, x.shape[0])), _k(x, *a))[1])
+        monkeypatch.setitem(nets.PUBLISHING, name, lambda flag, state, x, *a, _p=publishing, _n=name: (
+            calls.append((_n, x.shape[0])), _p(flag, state, x, *a))[1])
 
     def run():
         np.random.seed(2)
