@@ -390,6 +390,25 @@ def _measure(label, timer, sizes, data, iters):
     return result
 
 
+def _measure_in_turns(paths, sizes, data, iters, rounds=5):
+    """[(label, {input name: seconds per step})] of paths that take turns on each input: ``rounds``
+    rounds of iters / rounds steps each, every path once per round, the median of its rounds.
+    This VM's speed moves in phases of seconds (the book's loop took 780 us a step in one, 1,500
+    in the next); measured one after the other, two paths can land in different phases, and taking
+    turns gives both the same mix of phases."""
+    times = {label: {} for label, _ in paths}
+    for name, (x, t) in data.items():
+        runs = {label: [] for label, _ in paths}
+        for round_ in range(rounds):
+            for label, timer in paths:
+                _progress(f"{'-'.join(map(str, sizes))} on {name}: {label} ({round_ + 1}/{rounds})")
+                time.sleep(0.3)   # (as _measure: BLAS threads still spinning from the last path)
+                runs[label].append(timer(sizes, x, t, max(iters // rounds, 10)))
+        for label, _ in paths:
+            times[label][name] = float(np.median(runs[label]))
+    return [(label, times[label]) for label, _ in paths]
+
+
 def print_table(title, rows, names):
     """rows [(label, {input: seconds})]; ratios against the first row, per input."""
     print(f"\n{title}")
@@ -419,8 +438,7 @@ def run_tables(args, data32, data64, iters, loaded):
         net = "-".join(map(str, sizes)) + " relu"
         compiled = [(label, _measure(label, timer, sizes, data32, iters))
                     for label, timer in compiled_paths(np.dtype(args.dtype).type)]
-        book = [(label, _measure(label, timer, sizes, data64, max(iters // 4, 20)))
-                for label, timer in BOOK_PATHS]
+        book = _measure_in_turns(BOOK_PATHS, sizes, data64, max(iters // 4, 20))
         _progress_done()
         print_table(f"{net}, {where}: compiled training loops, {args.dtype}", compiled, names)
         print_table(f"{net}, {where}: the book's loop (gradient, update, loss), float64, one-hot",
@@ -438,7 +456,7 @@ def main(args):
     data64 = data32 if dtype == np.float32 else inputs(np.float32)   # the book's float32 images
     print(f"data: {ROWS:,} images of 784 pixels each, batch 100, SGD lr {LR}; "
           + "; ".join(f"{name} {100 * np.mean(x[:2000] == 0):.0f}% zeros" for name, (x, _) in data32.items())
-          + f"; {args.iters} steps per compiled path, {max(args.iters // 4, 20)} per book-loop path",
+          + f"; {args.iters} steps per compiled path, {max(args.iters // 4, 20)} per book-loop path (5 turns of each, taken in alternation; median)",
           flush=True)
     missing = [peer for peer in ("torch", "jax") if not _version(peer)]
     if missing:
