@@ -59,9 +59,9 @@ SPLIT_ROWS = 64
 # The helper's half is a little smaller (45 rows of 100): it starts ~13 us after the caller
 # enters both() (it is posted from the caller's compiled code, kernels/net.py PUBLISHING). A
 # constant share, not a measured one, so that the halves, and so the numbers, never depend on
-# timing. Measured on a 2-core Zen 4 (784-50-10, float64, batch 100), us per gradient / loss call,
-# helper share 0.45, 0.48, 0.5: MNIST-like 278 / 129, 268 / 136, 306 / 149; Fashion-MNIST
-# 336 / 177, 329 / 174, 355 / 199.
+# timing. Measured on a 2-core Zen 4 (784-50-10, float64 net and x, batch 100), us per gradient /
+# loss call, helper share 0.45, 0.48, 0.5: MNIST-like 278 / 129, 268 / 136, 306 / 149;
+# Fashion-MNIST 336 / 177, 329 / 174, 355 / 199.
 HELPER_SHARE = 0.45
 
 
