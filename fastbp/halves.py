@@ -10,7 +10,7 @@ How the halves meet (the flag in kernels/_sync.py)::
 
     caller:  post the second half ─ compute the first ─┬ helper has not started it: take it back
              (from the compiled call of the first)     └ helper is on it: wait for it to finish
-    helper:  spin (a posted half is taken within a microsecond) ─ after ~1.6 ms without one, sleep
+    helper:  spin (a posted half is taken within a microsecond) ─ after ~2.6 ms without one, sleep
 
 Nothing ever waits for a half that no thread has started: when the other core is busy (another
 process), the helper is not scheduled in time and the caller computes both halves at one-thread
