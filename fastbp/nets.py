@@ -15,15 +15,15 @@ x is (for finite W1, b1), so x itself is inspected only when the first layer's o
 The fast path: a net that is a plain stack (Affine, one kind of activation, ..., Affine, then
 SoftmaxWithLoss) with well-formed batch input runs ``predict``, ``loss``, ``gradient``,
 ``accuracy`` and ``numerical_gradient`` as one compiled call each (kernels/net.py), on the
-nonzero lists of x (``gradient`` and ``loss`` on a batch of SPLIT_ROWS or more as two, on
-halves of its rows, one of them on a helper thread when it is free: fastbp/halves.py), and
-leaves in the layers the state their own forward and backward would (Affine.x, Relu.mask,
-SoftmaxWithLoss.y, dW, db, ...). Anything else, and any input the fast path
-finds wrong (NaN in x, labels out of range), goes through the layers one by one, which refuse bad
-input their way; so does everything on the reference backend, and while a computational graph is
-recorded (fastbp.graph draws the layers' calls).
+nonzero lists of x (``gradient`` and ``loss`` on a batch of TEAM_ROWS or more by two threads,
+the calling one and a helper: fastbp/halves.py), and leaves in the layers the state their own
+forward and backward would (Affine.x, Relu.mask, SoftmaxWithLoss.y, dW, db, ...). Anything
+else, and any input the fast path finds wrong (NaN in x, labels out of range), goes through the
+layers one by one, which refuse bad input their way; so does everything on the reference
+backend, and while a computational graph is recorded (fastbp.graph draws the layers' calls).
 """
 import numbers
+import threading
 import warnings
 from collections import OrderedDict
 
@@ -34,7 +34,7 @@ from .backend import get_backend, ops
 from .functions import _cross_entropy_of_rows
 from .gradcheck import _observer as _kinks_observer
 from .gradcheck import numerical_gradient
-from .kernels.net import PUBLISHING
+from .kernels.net import net_team, team_arguments, team_results, team_workspace
 from .layers import DIVERGED_HINT, Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh, net_reports
 from .losses import get_loss
 from .regularization import BatchNormalization, Dropout
@@ -50,19 +50,12 @@ NUMERICAL_STEP = 1e-4   # the book's h
 # oversubscribe the cores, and on a machine whose other core is busy, two-thread BLAS waits for
 # a parked thread and a product takes milliseconds (the book's loop through the layers, 784-50-10
 # float64 on a 2-core Zen 4: ~720 us/iteration quiet, 2200-3700 with the other core busy).
-# A batch of this many rows or more runs its compiled gradient and loss as two halves, which the
-# calling thread and a helper thread compute at once when the helper is free (fastbp/halves.py).
-# Measured on a 2-core Zen 4, the book's batch of 100 (784-50-10, float64, MNIST-like), us per
-# call whole / as two halves with the helper / as two halves on one thread: gradient 322 / 263 /
-# 399, loss 152 / 125 / 170 (so below ~64 rows the halves would not pay for their second call).
-SPLIT_ROWS = 64
-# The helper's half is a little smaller (45 rows of 100): it starts ~13 us after the caller
-# enters both() (it is posted from the caller's compiled code, kernels/net.py PUBLISHING). A
-# constant share, not a measured one, so that the halves, and so the numbers, never depend on
-# timing. Measured on a 2-core Zen 4 (784-50-10, float64 net and x, batch 100), us per gradient /
-# loss call, helper share 0.45, 0.48, 0.5: MNIST-like 278 / 129, 268 / 136, 306 / 149;
-# Fashion-MNIST 336 / 177, 329 / 174, 355 / 199.
-HELPER_SHARE = 0.45
+# A batch of this many rows or more runs its compiled gradient and loss as a team of two threads:
+# the calling thread and a helper thread (fastbp/halves.py, kernels/net.py net_team). Measured on
+# a 2-core Zen 4 (784-50-10, float64 net, float32 MNIST-like x), us per gradient / loss call, one
+# thread against the team: 16 rows 81 / 42 against 96 / 55, 32 rows 131 / 63 against 126 / 66,
+# 48 rows 178 / 82 against 154 / 76, the book's 100 rows 326 / 150 against 249 / 110.
+TEAM_ROWS = 40
 
 
 class _Plan:
@@ -80,33 +73,33 @@ class _Plan:
         with limited_blas(1, cached=True):
             return getattr(ops(), kernel)(self.x, *args, self.weights, self.biases, self.activation)
 
-    def run_halves(self, kernel, labels):
-        """run(kernel, labels) for net_loss or net_gradient, on two halves of x's rows when
-        there are SPLIT_ROWS or more (fastbp/halves.py: at once, when the helper thread is free),
-        their results combined: outputs stacked, losses and gradients weighted by the halves'
-        shares of the rows. The same numbers whichever thread computed which half."""
+    def run_team(self, labels, gradient):
+        """run("net_gradient" (``gradient``) or "net_loss", labels), by a team of two threads
+        (kernels/net.py net_team: the calling thread and the helper, fastbp/halves.py) when x has
+        TEAM_ROWS rows or more: the same numbers, whichever thread computed what."""
         n = self.x.shape[0]
-        if n < SPLIT_ROWS:
-            return self.run(kernel, labels)
-        m = n - int(HELPER_SHARE * n)
-        run = getattr(ops(), kernel)
+        if n < TEAM_ROWS:
+            return self.run("net_gradient" if gradient else "net_loss", labels)
+        x = np.ascontiguousarray(self.x)
+        arguments = team_arguments(x, labels, self.weights, self.biases, self.activation, gradient,
+                                   _workspace(x, self.weights))
         with limited_blas(1, cached=True):
-            first, second = halves.both(
-                run, (self.x[:m], labels[:m], self.weights, self.biases, self.activation),
-                (self.x[m:], labels[m:], self.weights, self.biases, self.activation),
-                PUBLISHING[kernel])
-        wa, wb = m / n, (n - m) / n
-        loss_a, y_a, outputs_a, *grads_a, nonfinite_a = first
-        loss_b, y_b, outputs_b, *grads_b, nonfinite_b = second
-        combined = [wa * loss_a + wb * loss_b, np.concatenate((y_a, y_b)),
-                    [np.concatenate(pair) for pair in zip(outputs_a, outputs_b)]]
-        if grads_a:   # net_gradient: [dW1, ...], [db1, ...]
-            weighted_sum = ops().weighted_sum
-            dWs_a, dbs_a = grads_a
-            dWs_b, dbs_b = grads_b
-            combined.append([weighted_sum(a, wa, b, wb) for a, b in zip(dWs_a, dWs_b)])
-            combined.append([weighted_sum(a[None], wa, b[None], wb)[0] for a, b in zip(dbs_a, dbs_b)])
-        return (*combined, nonfinite_a + nonfinite_b)
+            loss, nonfinite = halves.team(net_team, arguments, publishing=True)
+        return team_results(arguments, loss, nonfinite)
+
+
+_workspaces = threading.local()
+
+
+def _workspace(x, weights):
+    """net_team's scratch for x and the weights' shapes: the calling thread's last one when the
+    shapes and dtypes are the same (the book's loop calls gradient and loss on batches of one
+    size), else a new one. Per thread: two threads calling nets at once never share one."""
+    key = (x.shape, x.dtype, weights[0].dtype, tuple(W.shape for W in weights))
+    kept = getattr(_workspaces, "kept", None)
+    if kept is None or kept[0] != key:
+        kept = _workspaces.kept = (key, team_workspace(x, weights))
+    return kept[1]
 
 
 class _Net:
@@ -227,9 +220,9 @@ class _Net:
         if labels is None:
             return None
         if gradient:
-            loss, y, outputs, dWs, dbs, nonfinite = plan.run_halves("net_gradient", labels)
+            loss, y, outputs, dWs, dbs, nonfinite = plan.run_team(labels, gradient=True)
         else:
-            (loss, y, outputs, nonfinite), dWs, dbs = plan.run_halves("net_loss", labels), None, None
+            (loss, y, outputs, nonfinite), dWs, dbs = plan.run_team(labels, gradient=False), None, None
         if nonfinite:
             return None
         if get_loss() == "book":

@@ -20,7 +20,7 @@ __all__ = [
     "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
     "predict_labels_csr", "sgd_steps_csr",
     "index_labels", "onehot_labels", "net_scores", "net_loss", "net_gradient",
-    "net_numerical_gradient", "net_labels", "weighted_sum",
+    "net_numerical_gradient", "net_labels",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
     "adam_update",
     "dropout_forward", "dropout_backward",
@@ -378,10 +378,6 @@ def net_gradient(x, t, weights, biases, activation):
             h = outputs[layer - 1]
             dout = relu_backward(dx, h <= 0) if activation == RELU else _BACKWARD[activation](dx, h)
     return loss, y, outputs, dWs, dbs, nonfinite
-def weighted_sum(a, wa, b, wb):
-    """wa * a + wb * b for 2-d a, b of one shape: the results of a batch's two halves (fastbp/halves.py)
-    combined, each weighted by its share of the rows.   -> a new array like a"""
-    return wa * a + wb * b
 
 
 # --- Optimizers (the book's chapter 6), one call over all parameters -----------------------------

@@ -1,12 +1,11 @@
 """How many threads fastbp uses: its own (``get_threads``) and BLAS's (``blas_threads``).
 
 fastbp's kernels run on the calling thread, and on a helper thread in two cases: the nets'
-compiled ``gradient`` and ``loss`` on a batch of the book's size run as two halves, the second on
-the helper when it is free, and ``fit``'s steps on sparse data run as a team of the two threads,
-each stage cut in two parts (fastbp/halves.py). ``get_threads()`` is 2 by default (1 on a one-core
-machine); set ``FASTBP_THREADS=1`` or call ``set_threads(1)`` to keep everything on the calling
-thread. The numbers are the same either way: the halves and parts are fixed, only who computes
-them changes.
+compiled ``gradient`` and ``loss`` on a batch of the book's size, and ``fit``'s steps on sparse
+data, run as a team of the two threads, each stage cut in two parts (fastbp/halves.py).
+``get_threads()`` is 2 by default (1 on a one-core machine); set ``FASTBP_THREADS=1`` or call
+``set_threads(1)`` to keep everything on the calling thread. The numbers are the same either
+way: the parts are fixed, only who computes them changes.
 
 fastbp's compiled kernels call BLAS (SciPy's OpenBLAS, through Numba) for the large products, and
 NumPy brings a second OpenBLAS of its own. At MNIST sizes (a 100 x 784 by 784 x 50 product takes

@@ -10,7 +10,7 @@ from .affine import affine_backward, affine_backward_params, affine_forward
 from .batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_forward_inference
 from .dropout import dropout_backward, dropout_forward
 from .net import (index_labels, net_gradient, net_labels, net_loss, net_numerical_gradient,
-                  net_scores, onehot_labels, weighted_sum)
+                  net_scores, onehot_labels)
 from .optimizers import (adagrad_update, adam_update, momentum_update, nesterov_update,
                          rmsprop_update, sgd_update)
 from .softmax_ce import (softmax_cross_entropy, softmax_cross_entropy_backward,
@@ -29,7 +29,7 @@ __all__ = [
     "compress_rows", "csr_affine_forward", "csr_affine_backward_params",
     "predict_labels_csr", "sgd_steps_csr",
     "index_labels", "onehot_labels", "net_scores", "net_loss", "net_gradient",
-    "net_numerical_gradient", "net_labels", "weighted_sum",
+    "net_numerical_gradient", "net_labels",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
     "adam_update",
     "dropout_forward", "dropout_backward",

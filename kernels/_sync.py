@@ -94,6 +94,12 @@ def _rest(i):
         _pause()
 
 
+# The states of a helper's flag[0] (fastbp/halves.py): nothing posted, a call posted, the helper
+# on it, the helper done with it, the caller took it back before the helper started it.
+IDLE, POSTED, RUNNING, DONE, TAKEN = 0, 1, 2, 3, 4
+CALLER_SPINS = 1 << 14   # the caller's tries for the helper's call before it sleeps (~0.7 ms)
+
+
 @jit
 def wait_for(flag, value, tries):
     """Spin until flag[0] == value, at most ``tries`` times (see _rest); -> flag[0] as last seen."""
@@ -134,9 +140,9 @@ def claim(flag, expected, new):
 # the same loop over the same stages, numbered 1, 2, ... in ``sync`` (a TEAM_SLOTS int64 array):
 #
 #   caller: OPEN = stage ─ part 0 ─┬ CLAIM stage-1 -> stage succeeds: part 1 too (helper not there)
-#                                  └ the helper has part 1: wait for DONE = stage
+#                                  └ the helper has part 1: wait for PART_DONE = stage
 #   helper: wait for OPEN >= stage ─ OPEN == stage and CLAIM stage-1 -> stage succeeds: part 1,
-#           DONE = stage; else the stage is the caller's (skip it)
+#           PART_DONE = stage; else the stage is the caller's (skip it)
 #
 # so the caller never waits for a helper that has not started, only for one that is on its part.
 # A helper parked mid-part (another process wants its core) does make the caller wait, so the
@@ -151,7 +157,7 @@ def claim(flag, expected, new):
 # stages after CALM_STAGES judged stages without going alone (a quiet VM's helper misses a few
 # stages now and then), else twice the last, up to ALONE_MAX (another process keeps the core busy).
 # While the caller goes alone, the helper polls every SLEEP_US microseconds instead of spinning.
-OPEN, CLAIM, DONE = 0, 8, 16                 # each on its own cache line
+OPEN, CLAIM, PART_DONE = 0, 8, 16            # each on its own cache line
 STRIKES, SETTLING, MINE, STARTED, OWN, CALM, LAST_ALONE = 24, 25, 26, 27, 28, 29, 30   # the caller's
 HELPED = 32                                  # the helper's: parts it computed in this call
 ALONE = 40                                   # the caller's; the helper sleeps while it is > 0
@@ -192,7 +198,7 @@ def team_sync():
 def team_reset(sync):
     """Ready ``sync`` for a new call: no stage open or claimed; the caller's judgement stays, but
     the first SETTLING_STAGES stages are not judged (the helper thread is being woken)."""
-    sync[OPEN] = sync[CLAIM] = sync[DONE] = sync[HELPED] = 0
+    sync[OPEN] = sync[CLAIM] = sync[PART_DONE] = sync[HELPED] = 0
     sync[SETTLING] = max(sync[SETTLING], SETTLING_STAGES)
 
 
@@ -233,7 +239,7 @@ def team_part(sync, rank, stage, part):
 def team_part_done(sync, rank, stage):
     """The helper's part of ``stage`` is written: the caller may go on."""
     if rank == 1:
-        _store(sync, DONE, stage)
+        _store(sync, PART_DONE, stage)
 
 
 @jit
@@ -245,7 +251,7 @@ def team_stage_done(sync, rank, stage):
     own = sync[OWN]
     strike = STRIKE if not helper_had_it and own > SHORT else 0
     if helper_had_it:
-        _poll(sync, DONE, stage, False)
+        _poll(sync, PART_DONE, stage, False)
         waited = _cycles() - (sync[STARTED] + own)
         strike = PARKED_STRIKE if waited > LONG and waited > PARKED * own else 0
     if sync[ALONE] > 0:
@@ -257,12 +263,35 @@ def team_stage_done(sync, rank, stage):
         sync[SETTLING] -= 1
         if strike != PARKED_STRIKE:
             return
+    _strike(sync, strike)
+
+
+@jit
+def _strike(sync, strike):
+    """Count a judged stage's strike (0 for none); past TOO_MANY, the caller goes alone."""
     sync[STRIKES] = sync[STRIKES] * STRIKE_DECAY // 10 + strike
     sync[CALM] += 1
     if sync[STRIKES] > TOO_MANY:
         alone = ALONE_MIN if sync[CALM] > CALM_STAGES else max(ALONE_MIN, min(2 * sync[LAST_ALONE], ALONE_MAX))
         sync[ALONE] = sync[LAST_ALONE] = alone
         sync[STRIKES] = sync[CALM] = 0
+
+
+@jit
+def hand_back(flag, state, sync):
+    """The end of a team caller's compiled call that posted the helper's by publish(flag, state)
+    (fastbp/halves.py team(..., publishing=True)): if it did (state POSTED), take the helper's
+    call back unless the helper started it, else wait for it to be DONE (at most CALLER_SPINS
+    tries), and judge that wait as a stage's (a LONG one: the helper was parked). Waiting here,
+    holding no GIL, the caller lets the helper, back in Python to hand its result over, take
+    the GIL at once (had the caller returned to Python first, the helper would sleep on the GIL,
+    ~40 us)."""
+    if state != POSTED or claim(flag, POSTED, TAKEN):
+        return
+    start = _cycles()
+    wait_for(flag, DONE, CALLER_SPINS)
+    if _cycles() - start > LONG:
+        _strike(sync, PARKED_STRIKE)
 
 
 @jit
@@ -308,3 +337,7 @@ if numba.config.DISABLE_JIT:
 
     def team_finished(sync):  # noqa: F811
         return sync[OPEN] == FINISHED
+
+    def hand_back(flag, state, sync):  # noqa: F811
+        if state == POSTED:   # (never: no helper runs then)
+            claim(flag, POSTED, TAKEN)

@@ -19,10 +19,10 @@ from numba.extending import overload
 
 from . import _sync, sparse
 from ._config import jit
-from .softmax_ce import softmax_cross_entropy, softmax_cross_entropy_backward
+from .softmax_ce import _softmax_rows, cross_entropy_term, softmax_cross_entropy, softmax_cross_entropy_backward
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
-from .step import (RELU, _activate, _activation_backward, _add_outer, _affine_into, _aligned_rows, _gemm,
-                   _times, _transpose_into)
+from .step import (RELU, _activate, _activation_backward, _add_outer, _affine_into, _aligned_rows, _first_from,
+                   _gemm, _times, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
 # than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
@@ -214,27 +214,231 @@ def net_gradient(x, t, weights, biases, activation):
     return loss, y, outputs, dWs, dbs, nonfinite
 
 
-@jit
-def _net_loss_publishing(flag, state, x, t, weights, biases, activation):
-    """net_loss(x, t, ...) after flag[0] = state (_sync.publish), stored from inside the compiled
-    call, where the calling thread no longer holds the GIL (see PUBLISHING)."""
-    _sync.publish(flag, state)
-    return net_loss(x, t, weights, biases, activation)
+# --- A batch's loss and gradient by a team of two threads (kernels/_sync.py) ----------------------
+#
+# net_team computes what net_loss / net_gradient do, as the caller (rank 0) and maybe the helper
+# thread (rank 1) of a team, in three stages of two fixed parts each:
+#
+#   COUNT    rows 0:m and m:N of x: their nonzeros (the caller then picks the lists or BLAS, as
+#            DENSE_SHARE, for the whole batch), and for a gradient the hidden layers' W.T (the
+#            caller's part);
+#   ROWS     rows 0:m and m:N: every layer's output, softmax, the rows' losses, and backward down
+#            to the first layer's output gradient (each row needs only its own inputs);
+#   WEIGHTS  every dW cut at its middle row: rows below the cut and from it (each row of dW is
+#            summed over the batch's rows in their order, wherever they were computed), and the
+#            db's (the caller's part).
+#
+# So no result depends on which thread computed which part, or on whether the helper took part
+# at all; on the nonzero lists the numbers are net_loss's and net_gradient's bits (tests/
+# test_team.py). Nothing is combined afterwards, and each thread writes only its own rows of each
+# dW. The arrays of a call are the caller's: ``work`` (team_workspace, scratch that can be kept
+# for the next call of the same shapes) and the outputs (fresh for every call: they go to the
+# layers and the user). Rows are cut in half: the helper, posted by the caller's call and
+# starting ~6 us after it, still finishes its half when the caller does. Measured on a 2-core
+# Zen 4 in the book's loop (784-50-10, float64 net, float32 MNIST-like x, batch 100), us per call
+# (the caller's compiled part), helper's share 0.45 / 0.5: gradient 191 / 169, loss 103 / 93; the
+# old design (each thread a whole net_gradient on half of the rows, the two dWs then averaged:
+# ~56 us of combining a call) took 20 % longer per iteration of the book's loop than this one.
+COUNT, ROWS, WEIGHTS = 1, 2, 3
+NONFINITE, DENSE = 0, 2     # positions in the workspace's ``facts`` (NONFINITE + part: a part's count)
+
+
+def team_workspace(x, weights):
+    """Scratch for net_team on x (N, D) C-contiguous and the weights: (counts, facts, x's nonzero
+    lists (columns, values, lo, hi), x in the weights' dtype (N, D) when that differs (for BLAS),
+    then per layer (its input's nonzero lists (none for the first), its output gradient (N, width),
+    its W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists),
+    each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
+    n, size = x.shape
+    dtype = weights[0].dtype
+
+    def lists(count, values_dtype):
+        return (np.empty(count, np.int32), np.empty(count, values_dtype), np.empty(n, np.int64),
+                np.empty(n, np.int64))
+
+    first = weights[0].shape[0]
+    inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
+    grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
+    transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
+                       for layer, W in enumerate(weights))
+    grad_lists = tuple(lists(n * W.shape[1], dtype) for W in weights)
+    return (np.empty(n, np.int64), np.zeros(8, np.int64), lists(n * first, x.dtype),
+            np.empty((n if x.dtype != dtype else 0, size), dtype), inputs, grads, transposes,
+            grad_lists, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
+            np.empty(n, np.float64), np.empty(n, np.float64))
+
+
+def team_arguments(x, t, weights, biases, activation, gradient, work=None):
+    """(work, x, t, weights, biases, activation, outputs, y, dWs, dbs, gradient): what follows
+    (rank, sync, flag, state) in a net_team call on x (N, D) C-contiguous and class indices t,
+    with fresh output arrays; ``work`` is team_workspace(x, weights) unless one is given (kept
+    from a call of the same shapes)."""
+    n, dtype = x.shape[0], weights[0].dtype
+    outputs = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
+    dWs = tuple(_aligned_rows(*W.shape, W) if gradient else np.empty((0, 0), dtype) for W in weights)
+    dbs = tuple(np.zeros(W.shape[1] if gradient else 0, dtype) for W in weights)
+    return (team_workspace(x, weights) if work is None else work, x, t, weights, biases, activation,
+            outputs, np.empty_like(outputs[-1]), dWs, dbs, gradient)
+
+
+def team_results(arguments, loss, nonfinite):
+    """What net_gradient returns (net_loss: if the call computed no gradient), from a net_team
+    call's arguments and its caller's (loss, nonfinite)."""
+    _, _, _, weights, _, _, outputs, y, dWs, dbs, gradient = arguments
+    if not gradient:
+        return loss, y, list(outputs), nonfinite
+    return (loss, y, list(outputs), [dW[:, :W.shape[1]] for dW, W in zip(dWs, weights)], list(dbs),
+            nonfinite)
+
+
+def _converted(x, xd):
+    """x in the weights' dtype for BLAS: x itself when it has it, else xd (its converted copy)."""
+    return x if x.dtype == xd.dtype else xd
+
+
+@overload(_converted)
+def _converted_compiled(x, xd):
+    if x.dtype == xd.dtype:
+        return lambda x, xd: x
+    return lambda x, xd: xd
 
 
 @jit
-def _net_gradient_publishing(flag, state, x, t, weights, biases, activation):
-    """net_gradient(x, t, ...) after flag[0] = state, as _net_loss_publishing."""
-    _sync.publish(flag, state)
-    return net_gradient(x, t, weights, biases, activation)
+def _add_outer_part(lists, split, part, bounds, d, dW, width):
+    """dW[p0:p1, :width] += X^T d over X's nonzero lists (columns, values, lo, hi; columns
+    increasing in each row's) at columns p0:p1, those below ``split`` (part 0) or from it (part
+    1); bounds (2, N) takes each row's slice of them."""
+    columns, values, lo, hi = lists
+    for r in range(lo.size):
+        cut = _first_from(columns, lo[r], hi[r], split)
+        bounds[0, r] = lo[r] if part == 0 else cut
+        bounds[1, r] = cut if part == 0 else hi[r]
+    _add_outer(bounds[0], bounds[1], columns, values, d, dW, width, 1.0)
 
 
-# The calls fastbp/halves.py runs on the caller's half of a batch: it posts the other half to its
-# helper thread by the flag these store first. Posted from Python, the helper saw the post while
-# the caller still held the GIL (dispatching its own half) and slept on the GIL: it started its
-# half 36-49 us after the caller entered halves.both (median of 2,000 calls, three runs; Zen 4 VM),
-# against ~13 us posted from here.
-PUBLISHING = {"net_loss": _net_loss_publishing, "net_gradient": _net_gradient_publishing}
+@jit
+def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient):
+    """The ROWS stage's part for rows a:b (see above)."""
+    _, facts, x_lists, xd, inputs, grads, transposes, grad_lists, _, maxes, logsums, terms = work
+    n = x.shape[0]
+    last = len(weights) - 1
+    h = outputs[0]
+    if facts[DENSE]:
+        if xd.shape[0]:
+            xd[a:b] = x[a:b]
+        _affine_into(_converted(x, xd)[a:b], weights[0], biases[0], h[a:b])
+        if last > 0:
+            _activate(h[a:b], activation)
+    else:
+        columns, values, lo, hi = x_lists
+        sparse._compress_rows_into(x, a, b, columns, values, lo, hi)
+        epilogue = STORE_RELU if last > 0 and activation == RELU else STORE
+        _times(lo[a:b], hi[a:b], columns, values, weights[0], biases[0], weights[0].shape[1], h[a:b],
+               epilogue, h[a:b])
+        if last > 0 and activation != RELU:
+            _activate(h[a:b], activation)
+    for layer in range(1, last + 1):
+        columns, values, lo, hi = inputs[layer]
+        sparse._compress_rows_into(outputs[layer - 1], a, b, columns, values, lo, hi)
+        h = outputs[layer]
+        epilogue = STORE_RELU if layer < last and activation == RELU else STORE
+        _times(lo[a:b], hi[a:b], columns, values, weights[layer], biases[layer], weights[layer].shape[1],
+               h[a:b], epilogue, h[a:b])
+        if layer < last and activation != RELU:
+            _activate(h[a:b], activation)
+    scores = outputs[last]
+    _softmax_rows(scores[a:b], y[a:b], maxes[a:b], logsums[a:b])
+    for i in range(a, b):
+        terms[i] = cross_entropy_term(logsums[i], maxes[i], scores[i, t[i]])
+    if not gradient:
+        return
+    d = grads[last]   # (y - onehot(t)) / N, as softmax_cross_entropy_backward
+    inv = 1.0 / n
+    for i in range(a, b):
+        for j in range(d.shape[1]):
+            d[i, j] = y[i, j] * inv
+        d[i, t[i]] = (y[i, t[i]] - 1) * inv
+    no_bias = biases[0][:0]
+    for layer in range(last, 0, -1):   # d_below = (d @ W.T) * f'(.)
+        columns, values, lo, hi = grad_lists[layer]
+        sparse._compress_rows_into(grads[layer], a, b, columns, values, lo, hi)
+        below = weights[layer].shape[0]
+        d_below, h_below = grads[layer - 1], outputs[layer - 1]
+        epilogue = STORE_RELU_MASKED if activation == RELU else STORE
+        _times(lo[a:b], hi[a:b], columns, values, transposes[layer], no_bias, below, d_below[a:b],
+               epilogue, h_below[a:b])
+        if activation != RELU:
+            _activation_backward(d_below[a:b], h_below[a:b], activation)
+
+
+@jit
+def _team_weights(work, part, x, weights, dWs, dbs):
+    """The WEIGHTS stage's part ``part`` (see above)."""
+    _, facts, x_lists, xd, inputs, grads, _, _, bounds, _, _, _ = work
+    n = x.shape[0]
+    for layer in range(len(weights)):
+        below, width = weights[layer].shape
+        split = below // 2
+        p0, p1 = (0, split) if part == 0 else (split, below)
+        dW = dWs[layer]
+        dW[p0:p1] = 0
+        if layer == 0 and facts[DENSE]:
+            _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1, :width], 1.0, 0.0)
+            continue
+        if layer == 0:
+            _add_outer_part(x_lists, split, part, bounds[part], grads[0], dW, width)
+        else:
+            _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], dW, width)
+    if part == 0:
+        for layer in range(len(weights)):
+            width = weights[layer].shape[1]
+            sparse._column_sums_into(grads[layer], n, width, width, dbs[layer], 1.0)
+
+
+@jit
+def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, outputs, y, dWs, dbs,
+             gradient):
+    """net_loss (``gradient`` False) or net_gradient of x (N, D) C-contiguous with class indices
+    t, as thread ``rank`` of a team sharing ``sync`` (see above), into the caller's arrays:
+    ``outputs`` (every layer's, (N, width) each), y, and with ``gradient`` the dWs (64-byte padded
+    rows: the (D, H) views are the gradients) and dbs (zeros). The caller first stores ``state``
+    in flag[0], from here where it holds no GIL (fastbp/halves.py team(..., publishing=True)).
+    -> the caller's (loss, how many entries of x are not finite); the helper's is (0, 0)."""
+    if rank == 0:
+        _sync.publish(flag, state)
+    counts, facts, _, _, _, _, transposes, _, _, _, _, terms = work
+    n = x.shape[0]
+    m = (n + 1) // 2
+    for part in range(2):
+        if _sync.team_part(sync, rank, COUNT, part):
+            a, b = (0, m) if part == 0 else (m, n)
+            facts[NONFINITE + part] = sparse._count_nonzeros(x[a:b], counts[a:b])
+            if part == 0 and gradient:
+                for layer in range(1, len(weights)):
+                    _transpose_into(weights[layer], weights[layer].shape[1], transposes[layer])
+            _sync.team_part_done(sync, rank, COUNT)
+    _sync.team_stage_done(sync, rank, COUNT)
+    if rank == 0:
+        facts[DENSE] = counts.sum() > DENSE_SHARE * x.size
+    for part in range(2):
+        if _sync.team_part(sync, rank, ROWS, part):
+            a, b = (0, m) if part == 0 else (m, n)
+            _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient)
+            _sync.team_part_done(sync, rank, ROWS)
+    _sync.team_stage_done(sync, rank, ROWS)
+    if gradient:
+        for part in range(2):
+            if _sync.team_part(sync, rank, WEIGHTS, part):
+                _team_weights(work, part, x, weights, dWs, dbs)
+                _sync.team_part_done(sync, rank, WEIGHTS)
+        _sync.team_stage_done(sync, rank, WEIGHTS)
+    if rank != 0:
+        return 0.0, 0
+    total = 0.0
+    for i in range(n):
+        total += terms[i]
+    _sync.hand_back(flag, state, sync)
+    return total / n, facts[NONFINITE] + facts[NONFINITE + 1]
 
 
 @jit
@@ -341,14 +545,3 @@ def net_labels(x, weights, biases, activation):
                     best = j
             labels[start + i] = best
     return labels
-
-
-@jit
-def weighted_sum(a, wa, b, wb):
-    """wa * a + wb * b for 2-d a, b of one shape: the results of a batch's two halves (fastbp/halves.py)
-    combined, each weighted by its share of the rows.   -> a new C-contiguous array like a"""
-    out = np.empty(a.shape, a.dtype)
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            out[i, j] = wa * a[i, j] + wb * b[i, j]
-    return out

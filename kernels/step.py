@@ -77,11 +77,13 @@ def _gemm_numpy(a, trans_a, b, trans_b, c, alpha, beta):
 
 @jit
 def _gemm(a, trans_a, b, trans_b, c, alpha, beta):
-    """c = alpha * op(a) @ op(b) + beta * c, row-major C-contiguous arrays, op(m) = m.T if trans.
+    """c = alpha * op(a) @ op(b) + beta * c, row-major arrays whose rows are contiguous (C-contiguous
+    ones, or blocks of them such as x[:, p0:p1]), op(m) = m.T if trans.
 
     BLAS sees a row-major matrix as its transpose in column-major order, so it is asked for
-    c.T = op(b).T @ op(a).T. ``beta = 1`` lets one call apply an SGD update in place
-    (W = W - lr * x.T @ dout) without a gradient buffer; the transposes cost no copies.
+    c.T = op(b).T @ op(a).T, each matrix's leading dimension its row stride. ``beta = 1`` lets
+    one call apply an SGD update in place (W = W - lr * x.T @ dout) without a gradient buffer;
+    the transposes cost no copies.
     """
     k = a.shape[0] if trans_a else a.shape[1]
     scalars = np.empty(2, c.dtype)
@@ -90,8 +92,15 @@ def _gemm(a, trans_a, b, trans_b, c, alpha, beta):
     _xxgemm(_KIND_S if c.itemsize == 4 else _KIND_D,
             _T if trans_b else _N, _T if trans_a else _N,
             c.shape[1], c.shape[0], k,
-            scalars[0:].ctypes, b.ctypes, b.shape[1], a.ctypes, a.shape[1],
-            scalars[1:].ctypes, c.ctypes, c.shape[1])
+            scalars[0:].ctypes, b.ctypes, _leading(b), a.ctypes, _leading(a),
+            scalars[1:].ctypes, c.ctypes, _leading(c))
+
+
+@jit
+def _leading(m):
+    """BLAS's leading dimension of a row-major matrix m: its row stride in elements (at least 1,
+    at least its row length, as BLAS requires even of a matrix with one row)."""
+    return max(1, m.shape[1], m.strides[0] // m.itemsize)
 
 
 if numba.config.DISABLE_JIT:

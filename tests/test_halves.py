@@ -1,5 +1,6 @@
-"""A batch in two halves (fastbp/halves.py): the nets' results are the layers' own and do not depend
-on which thread computed which half; the hand-over never waits for a half nobody started."""
+"""The helper thread (fastbp/halves.py): a call posted from the caller's own call is run by the
+helper, handed back, or taken back when the helper has not started it (never waited for); the
+nets' results by a team are the layers' own and do not depend on the thread count."""
 import threading
 
 import numba
@@ -11,7 +12,7 @@ from fastbp import MultiLayerNet, TwoLayerNet, halves, nets
 
 
 # With kernel bodies as Python (CI's NUMBA_DISABLE_JIT=1 pass) fastbp uses no helper thread
-# (halves.both computes both halves on the caller): the hand-over is tested compiled only.
+# (the caller computes every part): the hand-over is tested compiled only.
 needs_helper = pytest.mark.skipif(numba.config.DISABLE_JIT,
                                   reason="NUMBA_DISABLE_JIT=1: fastbp runs no helper thread")
 
@@ -29,95 +30,89 @@ def _thread():
     return threading.current_thread().name
 
 
-def handed_over(second):
-    """A function for halves.both whose second half runs ``second()`` and whose first half waits
-    until the second has started: so the helper must take the second (a caller that finished
-    first would take it back)."""
+def publishing_call(helper_part, caller_waits=True):
+    """A team function as the nets' (halves.team(..., publishing=True)): rank 0 posts the
+    helper's call itself, then (``caller_waits``) waits until rank 1 has started, so the helper
+    must be the one to run it, and hands it back; rank 1 runs ``helper_part()``. -> (function,
+    where the ranks ran: {rank: thread name})."""
     started = threading.Event()
+    ran = {}
 
-    def work(which):
-        if which == "second":
+    def function(rank, sync, flag, state, which):
+        ran[rank] = _thread()
+        if rank == 1:
             started.set()
-            return second()
-        assert started.wait(30), "the helper never started the second half"
-        return which, _thread()
-    return work
-
-
-@needs_helper
-def test_the_helper_computes_the_second_half(helper):
-    first, second = halves.both(handed_over(lambda: ("second", _thread())), ("first",), ("second",))
-    assert first == ("first", threading.current_thread().name)
-    assert second == ("second", "fastbp-helper")
-    assert helper.flag[0] == halves.IDLE
-
-
-@needs_helper
-def test_a_first_half_that_posts_the_second_hands_it_over(helper):
-    """publishing: the caller's first half posts the second itself (the nets' compiled calls do
-    it from compiled code); until it does, the helper does not start."""
-    work = handed_over(lambda: ("second", _thread()))
-
-    def publishing(flag, state, which):
-        assert flag[0] == halves.IDLE   # nothing posted before the caller's call
+            return helper_part()
         halves._sync.publish(flag, state)
-        return work(which)
+        if caller_waits:
+            assert started.wait(30), "the helper never started its call"
+        halves._sync.hand_back(flag, state, sync)
+        return which
+    return function, ran
 
-    first, second = halves.both(work, ("first",), ("second",), publishing)
-    assert first == ("first", threading.current_thread().name)
-    assert second == ("second", "fastbp-helper")
+
+@needs_helper
+def test_the_helper_runs_the_second_rank_of_a_call_its_caller_posts(helper):
+    function, ran = publishing_call(lambda: "helper's")
+    assert halves.team(function, ("caller's",), publishing=True) == "caller's"
+    assert ran == {0: _thread(), 1: "fastbp-helper"}
     assert helper.flag[0] == halves.IDLE
 
 
 @needs_helper
-def test_a_first_half_that_fails_before_it_posts_waits_for_nothing(helper):
-    def publishing(flag, state, which):
+def test_a_call_that_fails_before_it_posts_waits_for_nothing(helper):
+    def function(rank, sync, flag, state, which):
         raise ArithmeticError("before posting")
 
     with pytest.raises(ArithmeticError, match="before posting"):
-        halves.both(lambda which: which, ("first",), ("second",), publishing)
+        halves.team(function, ("caller's",), publishing=True)
     assert helper.flag[0] == halves.IDLE
-    assert halves.both(lambda which: which, ("a",), ("b",)) == ("a", "b")   # the helper lives on
+    function, ran = publishing_call(lambda: None)
+    assert halves.team(function, ("again",), publishing=True) == "again"   # the helper lives on
+    assert ran[1] == "fastbp-helper"
 
 
 @needs_helper
-def test_a_half_the_helper_has_not_started_is_taken_back(monkeypatch):
-    """A helper that never runs (as one parked by a busy machine) costs the caller nothing: it
-    computes both halves itself instead of waiting."""
+def test_a_call_the_helper_has_not_started_is_taken_back(monkeypatch):
+    """A helper that never runs (as one parked by a busy machine) costs the caller nothing: its
+    rank is never run, and the caller does not wait for it."""
     monkeypatch.setattr(threading.Thread, "start", lambda self: None)   # a helper that never runs
     parked = halves._Helper()
     monkeypatch.undo()
-    assert parked.both(lambda which: (which, _thread()), ("first",), ("second",)) == (
-        ("first", threading.current_thread().name), ("second", threading.current_thread().name))
+    function, ran = publishing_call(lambda: None, caller_waits=False)
+    assert parked.team(function, ("caller's",), publishing=True) == "caller's"
+    assert ran == {0: _thread()}
     assert parked.flag[0] == halves.IDLE
 
 
 @needs_helper
-def test_an_error_in_the_helpers_half_is_raised_by_the_caller(helper):
+def test_an_error_in_the_helpers_call_is_raised_by_the_caller(helper):
     def fail():
-        raise ArithmeticError("in the helper's half")
+        raise ArithmeticError("in the helper's call")
 
-    with pytest.raises(ArithmeticError, match="in the helper's half"):
-        halves.both(handed_over(fail), ("first",), ("second",))
-    assert halves.both(lambda which: which, ("a",), ("b",)) == ("a", "b")   # the helper lives on
+    function, _ = publishing_call(fail)
+    with pytest.raises(ArithmeticError, match="in the helper's call"):
+        halves.team(function, ("caller's",), publishing=True)
+    function, ran = publishing_call(lambda: None)
+    assert halves.team(function, ("again",), publishing=True) == "again"   # the helper lives on
+    assert ran[1] == "fastbp-helper"
 
 
 @needs_helper
 def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_for_a_while(helper):
-    """Waits for a helper stalled mid-half (here: it sleeps), several in a row, and the caller
-    computes both halves itself for the next ALONE_CALLS calls."""
+    """Long waits at the end of a call for a helper stalled on its rank (here: it sleeps), a few
+    in a row, and the caller goes alone for a while: the next calls are not posted at all."""
     import time
 
-    def stalled():
-        time.sleep(0.02)
-        return _thread()
-
-    for _ in range(40):
-        halves.both(handed_over(stalled), ("first",), ("second",))
-        if helper.alone:
+    for _ in range(10):
+        function, _ = publishing_call(lambda: time.sleep(0.02))
+        halves.team(function, ("caller's",), publishing=True)
+        if helper.sync[halves._sync.ALONE]:
             break
-    assert helper.alone == halves.ALONE_CALLS
-    assert halves.both(lambda which: _thread(), ("first",), ("second",)) == (_thread(), _thread())
+    assert helper.sync[halves._sync.ALONE] > 0
+    function, ran = publishing_call(lambda: None, caller_waits=False)
+    assert halves.team(function, ("alone",), publishing=True) == "alone"
+    assert ran == {0: _thread()}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -126,22 +121,16 @@ def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_for_a_while(helper)
     lambda dtype: MultiLayerNet(784, [40, 30], 10, activation="tanh", dtype=dtype),
 ])
 @pytest.mark.parametrize("density", [0.19, 0.5])
-def test_halves_give_the_layers_results_and_state_on_a_book_batch(monkeypatch, make, dtype, density):
-    """A batch of 100 rows, MNIST-like or as dense as Fashion-MNIST: gradient and loss as two
-    compiled halves each (counted), equal to the layers one by one, and leaving in the layers
-    what they would."""
-    from fastbp import kernels
+def test_a_team_gives_the_layers_results_and_state_on_a_book_batch(monkeypatch, make, dtype, density):
+    """A batch of 100 rows, MNIST-like or as dense as Fashion-MNIST: gradient and loss by a team
+    (counted), equal to the layers one by one, and leaving in the layers what they would."""
     from test_nets import _layer_state
     rng = np.random.default_rng(5)
     x = (rng.random((100, 784)) * (rng.random((100, 784)) < density)).astype(np.float32)
     t = np.eye(10)[rng.integers(0, 10, 100)]
     calls = []
-    for name in ("net_loss", "net_gradient"):
-        kernel, publishing = getattr(kernels, name), nets.PUBLISHING[name]
-        monkeypatch.setattr(kernels, name,
-                            lambda x, *a, _k=kernel, _n=name: (calls.append((_n, x.shape[0])), _k(x, *a))[1])
-        monkeypatch.setitem(nets.PUBLISHING, name, lambda flag, state, x, *a, _p=publishing, _n=name: (
-            calls.append((_n, x.shape[0])), _p(flag, state, x, *a))[1])
+    kernel = nets.net_team
+    monkeypatch.setattr(nets, "net_team", lambda rank, *a: (calls.append((rank, a[-1])), kernel(rank, *a))[1])
 
     def run():
         np.random.seed(2)
@@ -150,8 +139,7 @@ def test_halves_give_the_layers_results_and_state_on_a_book_batch(monkeypatch, m
         return {"loss": net.loss(x, t), **grads}, _layer_state(net)
 
     fast, fast_state = run()
-    assert sorted(calls) == sorted([("net_gradient", 55), ("net_gradient", 45), ("net_loss", 55),
-                                    ("net_loss", 45)]), calls
+    assert [call for call in calls if call[0] == 0] == [(0, True), (0, False)], calls   # (gradient, loss)
     monkeypatch.setattr(nets._Net, "_plan", lambda self, x: None)   # the layers, one by one
     slow, slow_state = run()
     tol = 1e-5 if dtype == np.float32 else 1e-12

@@ -197,9 +197,6 @@ CASES = {
     "index_labels": lambda r, n, d, h, dt, k: (
         r.integers(-1 if r.random() < 0.3 else 0, h + 2, size=n), h + 1),
     "onehot_labels": lambda r, n, d, h, dt, k: (_maybe_broken_onehot(r, n, h + 1, dt, k),),
-    "weighted_sum": lambda r, n, d, h, dt, k: (
-        layout(r.standard_normal((n, h)).astype(dt), k), float(r.random()),
-        layout(r.standard_normal((n, h)).astype(dt), k), float(r.random())),
     "net_scores": lambda r, n, d, h, dt, k: (
         layout(any_rows(r, n, d, np.float32), k), *net(r, [d, h, 4], dt), int(r.integers(0, 3))),
     "net_loss": lambda r, n, d, h, dt, k: (

@@ -1,6 +1,7 @@
-"""fit's steps as a team of two threads (kernels/_sync.py, kernels/step.team_steps_csr): the weights
-are the same bits whichever thread computed which part, and the caller never waits for a helper
-that does not start, nor for long for one that is parked."""
+"""fit's steps and the nets' gradient and loss as a team of two threads (kernels/_sync.py,
+kernels/step.team_steps_csr, kernels/net.net_team): the results are the same bits whichever thread
+computed which part, and the caller never waits for a helper that does not start, nor for long
+for one that is parked."""
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 import fastbp
 from fastbp import halves
 from fastbp.kernels import _sync, step
-from test_kernels import csr, labels, net, update_case
+from test_kernels import csr, labels, net, sparse_rows, update_case
 
 needs_helper = pytest.mark.skipif(numba.config.DISABLE_JIT,
                                   reason="NUMBA_DISABLE_JIT=1: fastbp runs no helper thread")
@@ -188,3 +189,75 @@ def test_a_helper_that_does_not_claim_its_parts_is_a_strike_unless_the_parts_are
         stage += 1
         assert stage < 60
     assert stage == 46
+
+
+# --- The nets' gradient and loss as a team (kernels/net.py net_team) ------------------------------
+
+def _net_team_call(seed, sizes, dtype, zeros, gradient=True, rows=50):
+    """The arguments of a net_team call (after rank, sync, flag, state) on random input as
+    sparse as ``zeros``: float32 x (the book's loader's), a net of ``dtype``, a random activation."""
+    from fastbp.kernels import net as net_kernels
+    rng = np.random.default_rng(seed)
+    weights, biases = net(rng, sizes, dtype)
+    x = sparse_rows(rng, rows, sizes[0], np.float32, zeros=zeros)
+    return net_kernels.team_arguments(x, labels(rng, rows, sizes[-1]), weights, biases,
+                                      int(rng.integers(0, 3)), gradient)
+
+
+def _results(arguments, caller):
+    from fastbp.kernels import net as net_kernels
+    loss, y, outputs, *grads, nonfinite = net_kernels.team_results(arguments, *caller)
+    return [np.float64(loss), y, *outputs, *(a for group in grads for a in group), nonfinite]
+
+
+@pytest.mark.parametrize("sizes", [[40, 9, 4], [40, 17, 8, 5], [40, 6]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gradient", [True, False])
+def test_a_nets_team_computes_net_gradient_and_net_loss(sizes, dtype, gradient):
+    """The caller alone (every part its own): on the nonzero lists the bits of net_gradient /
+    net_loss (the loss to rounding: its sum runs in another order), by BLAS (a dense batch) the
+    same numbers to rounding."""
+    from fastbp.kernels import net as net_kernels
+    for seed, zeros in enumerate([0.8, 0.8, 0.0]):
+        arguments = _net_team_call(seed, sizes, dtype, zeros, gradient)
+        _, x, t, weights, biases, activation, *_ = arguments
+        mine = _results(arguments, net_kernels.net_team(0, _sync.alone_sync(), np.zeros(1, np.int64), 0,
+                                                        *arguments))
+        kernel = net_kernels.net_gradient if gradient else net_kernels.net_loss
+        loss, y, outputs, *grads, nonfinite = kernel(x, t, weights, biases, activation)
+        theirs = [loss, y, *outputs, *(a for group in grads for a in group), nonfinite]
+        assert len(mine) == len(theirs)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(mine[0], theirs[0], rtol=1e-12 if zeros else tol)
+        for a, b in zip(mine[1:], theirs[1:]):
+            if zeros:
+                np.testing.assert_array_equal(a, b)
+            else:
+                np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@needs_helper
+@pytest.mark.parametrize("sizes", [[40, 9, 4], [40, 17, 8, 5]])
+@pytest.mark.parametrize("zeros", [0.8, 0.0])
+def test_a_nets_team_gives_the_bits_of_one_thread_whoever_computes_which_part(sizes, zeros):
+    """Rank 0 here and rank 1 on another thread, racing for every stage's second part, many
+    times: always the outputs and gradients of the caller alone (dense batches too), and the
+    helper did compute parts."""
+    from fastbp.kernels import net as net_kernels
+    helped = seed = 0
+    unposted = (np.zeros(1, np.int64), 0)
+    while seed < 12 or (not helped and seed < 200):
+        seed += 1
+        arguments = _net_team_call(seed, sizes, np.float64, zeros, rows=100)
+        alone = _results(arguments, net_kernels.net_team(0, _sync.alone_sync(), *unposted, *arguments))
+        arguments = (arguments[0], *_net_team_call(seed, sizes, np.float64, zeros, rows=100)[1:])
+        sync = _sync.team_sync()
+        helper = threading.Thread(target=net_kernels.net_team, args=(1, sync, *unposted, *arguments))
+        helper.start()
+        caller = net_kernels.net_team(0, sync, *unposted, *arguments)
+        helper.join(30)
+        assert not helper.is_alive()
+        helped += sync[_sync.HELPED]
+        for mine, theirs in zip(_results(arguments, caller), alone):
+            np.testing.assert_array_equal(mine, theirs)
+    assert helped > 0

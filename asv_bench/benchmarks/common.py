@@ -206,8 +206,6 @@ KERNEL_CASES = {
     "net_gradient": ("net", lambda r, n, h, dt: (
         mnist_like(n, "float32")[0], mnist_like(n, "float32")[1], *net_params([N_IN, h, N_CLASSES], dt),
         RELU)),
-    "weighted_sum": ("net", lambda r, n, h, dt: (
-        _normal(r, (N_IN, h), dt), 0.5, _normal(r, (N_IN, h), dt), 0.5)),
     "net_labels": ("net", lambda r, n, h, dt: (
         mnist_like(n, "float32")[0], *net_params([N_IN, h, N_CLASSES], dt), RELU)),
     "net_numerical_gradient": ("numerical", lambda r, n, h, dt: (
