@@ -87,7 +87,7 @@ class _Helper:
             return function(0, _sync.alone_sync(), *_unposted(publishing), *arguments)
         try:
             sync = self.sync
-            _sync.team_reset(sync)
+            _sync.team_reset(sync, waking=self.asleep)
             if publishing and sync[_sync.ALONE] > 0:
                 # (the caller goes alone for a while: the helper then polls only every
                 # _sync.SLEEP_US, longer than a whole short call, so it is not posted at all)

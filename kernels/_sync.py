@@ -195,11 +195,13 @@ def team_sync():
     return np.zeros(TEAM_SLOTS, np.int64)
 
 
-def team_reset(sync):
+def team_reset(sync, waking):
     """Ready ``sync`` for a new call: no stage open or claimed; the caller's judgement stays, but
-    the first SETTLING_STAGES stages are not judged (the helper thread is being woken)."""
+    if the helper thread is ``waking`` (it slept), the first SETTLING_STAGES stages are judged
+    only by long waits."""
     sync[OPEN] = sync[CLAIM] = sync[PART_DONE] = sync[HELPED] = 0
-    sync[SETTLING] = max(sync[SETTLING], SETTLING_STAGES)
+    if waking:
+        sync[SETTLING] = max(sync[SETTLING], SETTLING_STAGES)
 
 
 def alone_sync():
