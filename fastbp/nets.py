@@ -22,6 +22,7 @@ else, and any input the fast path finds wrong (NaN in x, labels out of range), g
 layers one by one, which refuse bad input their way; so does everything on the reference
 backend, and while a computational graph is recorded (fastbp.graph draws the layers' calls).
 """
+import math
 import numbers
 import threading
 import warnings
@@ -229,7 +230,8 @@ class _Net:
             loss = _cross_entropy_of_rows(y, labels)
         self._took(plan, outputs, dWs, dbs)
         self._last_layer._ran(loss, y, t, labels, plan.single)
-        self._checked_output(np.float64(loss))
+        if not (self._warned or math.isfinite(loss)):
+            self._warn_diverged()
         if not gradient:
             return loss, None
         grads = {}

@@ -275,7 +275,8 @@ def team_arguments(x, t, weights, biases, activation, gradient, work=None):
     from a call of the same shapes)."""
     n, dtype = x.shape[0], weights[0].dtype
     outputs = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
-    dWs = tuple(_aligned_rows(*W.shape, W) if gradient else np.empty((0, 0), dtype) for W in weights)
+    dWs = tuple(_aligned_rows(*W.shape, W, False) if gradient else np.empty((0, 0), dtype)
+                for W in weights)   # (each part zeroes its rows first)
     dbs = tuple(np.zeros(W.shape[1] if gradient else 0, dtype) for W in weights)
     return (team_workspace(x, weights) if work is None else work, x, t, weights, biases, activation,
             outputs, np.empty_like(outputs[-1]), dWs, dbs, gradient)

@@ -340,15 +340,16 @@ def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
 # measured 1.8x slower.
 
 @jit
-def _aligned_rows(rows, width, like):
-    """A zeroed (rows, stride) array of like's dtype, 64-byte aligned, its rows an odd number of
-    64-byte lines long (the least >= width): rows whose length is a power of two map onto the
-    same cache sets and alias every 4 KiB (a 256 x 128 float32 transpose took 92 us with a
-    512-byte stride, 9 us with 576)."""
+def _aligned_rows(rows, width, like, zeroed=True):
+    """A (rows, stride) array of like's dtype, zeroed unless not ``zeroed``, 64-byte aligned, its
+    rows an odd number of 64-byte lines long (the least >= width): rows whose length is a power of
+    two map onto the same cache sets and alias every 4 KiB (a 256 x 128 float32 transpose took
+    92 us with a 512-byte stride, 9 us with 576)."""
     per_line = 64 // like.itemsize
     lines = (width + per_line - 1) // per_line
     stride = (lines + 1 - lines % 2) * per_line
-    flat = np.zeros(rows * stride + per_line, like.dtype)
+    size = rows * stride + per_line
+    flat = np.zeros(size, like.dtype) if zeroed else np.empty(size, like.dtype)
     shift = (-flat.ctypes.data) % 64 // flat.itemsize
     return flat[shift:shift + rows * stride].reshape(rows, stride)
 
