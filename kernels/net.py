@@ -217,11 +217,11 @@ def net_gradient(x, t, weights, biases, activation):
 # --- A batch's loss and gradient by a team of two threads (kernels/_sync.py) ----------------------
 #
 # net_team computes what net_loss / net_gradient do, as the caller (rank 0) and maybe the helper
-# thread (rank 1) of a team, in three stages of two fixed parts each:
+# thread (rank 1) of a team. The caller first counts x's nonzeros (and so picks the lists or BLAS
+# for the first layer, as DENSE_SHARE, and finds entries that are not finite) and, for a
+# gradient, copies the hidden layers' W.T; the helper, posted by the same call, is not there yet.
+# Then two stages of two fixed parts each:
 #
-#   COUNT    rows 0:m and m:N of x: their nonzeros (the caller then picks the lists or BLAS, as
-#            DENSE_SHARE, for the whole batch), and for a gradient the hidden layers' W.T (the
-#            caller's part);
 #   ROWS     rows 0:m and m:N: every layer's output, softmax, the rows' losses, and backward down
 #            to the first layer's output gradient (each row needs only its own inputs);
 #   WEIGHTS  every dW cut at its middle row: rows below the cut and from it (each row of dW is
@@ -239,8 +239,8 @@ def net_gradient(x, t, weights, biases, activation):
 # (the caller's compiled part), helper's share 0.45 / 0.5: gradient 191 / 169, loss 103 / 93; the
 # old design (each thread a whole net_gradient on half of the rows, the two dWs then averaged:
 # ~56 us of combining a call) took 20 % longer per iteration of the book's loop than this one.
-COUNT, ROWS, WEIGHTS = 1, 2, 3
-NONFINITE, DENSE = 0, 2     # positions in the workspace's ``facts`` (NONFINITE + part: a part's count)
+ROWS, WEIGHTS = 1, 2
+NONFINITE, DENSE = 0, 1     # positions in the workspace's ``facts``
 
 
 def team_workspace(x, weights):
@@ -405,22 +405,16 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     rows: the (D, H) views are the gradients) and dbs (zeros). The caller first stores ``state``
     in flag[0], from here where it holds no GIL (fastbp/halves.py team(..., publishing=True)).
     -> the caller's (loss, how many entries of x are not finite); the helper's is (0, 0)."""
-    if rank == 0:
-        _sync.publish(flag, state)
     counts, facts, _, _, _, _, transposes, _, _, _, _, terms = work
+    if rank == 0:   # (before the first stage opens: the helper reads none of this until then)
+        _sync.publish(flag, state)
+        facts[NONFINITE] = sparse._count_nonzeros(x, counts)
+        facts[DENSE] = counts.sum() > DENSE_SHARE * x.size
+        if gradient:
+            for layer in range(1, len(weights)):
+                _transpose_into(weights[layer], weights[layer].shape[1], transposes[layer])
     n = x.shape[0]
     m = (n + 1) // 2
-    for part in range(2):
-        if _sync.team_part(sync, rank, COUNT, part):
-            a, b = (0, m) if part == 0 else (m, n)
-            facts[NONFINITE + part] = sparse._count_nonzeros(x[a:b], counts[a:b])
-            if part == 0 and gradient:
-                for layer in range(1, len(weights)):
-                    _transpose_into(weights[layer], weights[layer].shape[1], transposes[layer])
-            _sync.team_part_done(sync, rank, COUNT)
-    _sync.team_stage_done(sync, rank, COUNT)
-    if rank == 0:
-        facts[DENSE] = counts.sum() > DENSE_SHARE * x.size
     for part in range(2):
         if _sync.team_part(sync, rank, ROWS, part):
             a, b = (0, m) if part == 0 else (m, n)
@@ -439,7 +433,7 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     for i in range(n):
         total += terms[i]
     _sync.hand_back(flag, state, sync)
-    return total / n, facts[NONFINITE] + facts[NONFINITE + 1]
+    return total / n, facts[NONFINITE]
 
 
 @jit
