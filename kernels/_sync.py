@@ -148,7 +148,9 @@ def claim(flag, expected, new):
 # A helper parked mid-part (another process wants its core) does make the caller wait, so the
 # caller judges every stage as fastbp/halves.py judges a call. A stage is a strike when the
 # helper did not claim its part before the caller's part was done (unless that part was SHORT: a
-# tiny one is often over before the helper looks), and two and a half when the caller waited LONG
+# tiny one is often over before the helper looks) or when the caller waited longer than its own
+# part took (a helper slowed down, as the other vCPU of a VM often is for seconds: alone, the stage
+# would have taken twice the caller's part), and two and a half when the caller waited LONG
 # (longer than a quiet stage, shorter than a time slice) and more than PARKED times its own part's
 # time: each such wait costs up to a time slice. Strikes decay by STRIKE_DECAY per stage; past
 # TOO_MANY (about six strikes in a row, or two long waits) the caller claims every part itself
@@ -255,7 +257,10 @@ def team_stage_done(sync, rank, stage):
     if helper_had_it:
         _poll(sync, PART_DONE, stage, False)
         waited = _cycles() - (sync[STARTED] + own)
-        strike = PARKED_STRIKE if waited > LONG and waited > PARKED * own else 0
+        if waited > LONG and waited > PARKED * own:
+            strike = PARKED_STRIKE
+        elif waited > SHORT and waited > own:   # a slowed helper: alone, the stage is 2 x own
+            strike = STRIKE
     if sync[ALONE] > 0:
         sync[ALONE] -= 1
         if sync[ALONE] == 0:

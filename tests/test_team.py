@@ -191,6 +191,36 @@ def test_a_helper_that_does_not_claim_its_parts_is_a_strike_unless_the_parts_are
     assert stage == 46
 
 
+def _busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@needs_helper
+def test_a_helper_slower_than_the_caller_is_a_strike():
+    """A helper on its part longer than the caller's own part took (a vCPU slowed down, not
+    parked: every wait shorter than LONG) is a strike a stage; one that is slower, but by less,
+    is not (the team still beats the caller alone)."""
+    def stages(own, helper, count):
+        sync = _sync.team_sync()
+        for stage in range(1, count + 1):
+            assert _sync.team_part(sync, 0, stage, 0)
+            assert _sync.team_part(sync, 1, stage, 1)   # the helper (played here) claims part 1
+            _busy(own)
+            assert not _sync.team_part(sync, 0, stage, 1)
+            _busy(helper)   # the helper's part goes on after the caller's
+            _sync.team_part_done(sync, 1, stage)
+            _sync.team_stage_done(sync, 0, stage)
+            if sync[_sync.ALONE]:
+                return stage
+        return None
+
+    went_alone = stages(20e-6, 40e-6, 40)   # (strikes 10, 19, 27, 34, 40, 46 > TOO_MANY; one
+    assert went_alone is not None and 3 <= went_alone <= 6   # wait may be LONG on a busy machine)
+    assert stages(40e-6, 20e-6, 40) is None
+
+
 # --- The nets' gradient and loss as a team (kernels/net.py net_team) ------------------------------
 
 def _net_team_call(seed, sizes, dtype, zeros, gradient=True, rows=50):
