@@ -1,13 +1,13 @@
 """A flag two threads hand work over by: atomic loads, stores and compare-exchange on an int64.
 
-fastbp/halves.py lets a helper thread take the second half of a batch's work while the calling
-thread computes the first. Both wait for each other only here, in compiled code that holds no
-GIL, spinning on ``flag[0]`` for a bounded number of tries (then they fall back to sleeping in
-Python). The loads must be atomic: a plain load in a loop that writes nothing is hoisted out of
-it by LLVM, and the loop never sees the other thread's store.
+fastbp/halves.py hands a team call's second rank to a helper thread by ``flag[0]``, and the two
+threads of a team meet at each stage by ``sync`` (below). They wait for each other only here, in
+compiled code that holds no GIL, spinning for a bounded number of tries (then they fall back to
+sleeping). The loads must be atomic: a plain load in a loop that writes nothing is hoisted out
+of it by LLVM, and the loop never sees the other thread's store.
 
 With ``NUMBA_DISABLE_JIT=1`` the same names are plain Python on the array, for one thread: fastbp
-runs no helper then (halves.both).
+runs no helper then (halves._the_helper).
 """
 import platform
 import sys
@@ -146,7 +146,8 @@ def claim(flag, expected, new):
 #
 # so the caller never waits for a helper that has not started, only for one that is on its part.
 # A helper parked mid-part (another process wants its core) does make the caller wait, so the
-# caller judges every stage as fastbp/halves.py judges a call. A stage is a strike when the
+# caller judges every stage (and, in the nets' calls, its wait at the end: hand_back). A stage is
+# a strike when the
 # helper did not claim its part before the caller's part was done (unless that part was SHORT: a
 # tiny one is often over before the helper looks) or when the caller waited longer than its own
 # part took (a helper slowed down, as the other vCPU of a VM often is for seconds: alone, the stage

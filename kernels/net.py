@@ -233,12 +233,13 @@ def net_gradient(x, t, weights, biases, activation):
 # test_team.py). Nothing is combined afterwards, and each thread writes only its own rows of each
 # dW. The arrays of a call are the caller's: ``work`` (team_workspace, scratch that can be kept
 # for the next call of the same shapes) and the outputs (fresh for every call: they go to the
-# layers and the user). Rows are cut in half: the helper, posted by the caller's call and
-# starting ~6 us after it, still finishes its half when the caller does. Measured on a 2-core
-# Zen 4 in the book's loop (784-50-10, float64 net, float32 MNIST-like x, batch 100), us per call
-# (the caller's compiled part), helper's share 0.45 / 0.5: gradient 191 / 169, loss 103 / 93; the
-# old design (each thread a whole net_gradient on half of the rows, the two dWs then averaged:
-# ~56 us of combining a call) took 20 % longer per iteration of the book's loop than this one.
+# layers and the user). Rows are cut in half: the helper, posted by the caller's call, starts
+# about when the caller has counted x. Measured on a 2-core Zen 4 in the book's loop (784-50-10,
+# float64 net, float32 x, batch 100, MNIST-like), us per call (the caller's compiled part),
+# helper's share of the rows 0.45 / 0.5: gradient 191 / 169, loss 103 / 93. The design before
+# (each thread a whole net_gradient on half of the rows, the two dWs then averaged: ~56 us of
+# combining a call) took 1.25-1.3x as long an iteration of the book's loop as this one, on
+# MNIST-like and Fashion-MNIST batches (side by side in one process, a quiet phase of the VM).
 ROWS, WEIGHTS = 1, 2
 NONFINITE, DENSE = 0, 1     # positions in the workspace's ``facts``
 
