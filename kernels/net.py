@@ -19,7 +19,8 @@ from numba.extending import overload
 
 from . import _sync, sparse
 from ._config import jit
-from .softmax_ce import _softmax_rows, cross_entropy_term, softmax_cross_entropy, softmax_cross_entropy_backward
+from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term, softmax_cross_entropy,
+                         softmax_cross_entropy_backward)
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
 from .step import (RELU, _activate, _activation_backward, _add_outer, _affine_into, _aligned_rows, _first_from,
                    _gemm, _times, _transpose_into)
@@ -102,13 +103,18 @@ def _input_csr(x, dense_above=1.0):
 @jit
 def _layer(lo, hi, columns, values, W, b, last, activation):
     """One layer's output for inputs given as row slices of nonzero lists."""
-    width = W.shape[1]
-    out = np.empty((lo.size, width), W.dtype)
+    out = np.empty((lo.size, W.shape[1]), W.dtype)
+    _layer_into(lo, hi, columns, values, W, b, last, activation, out)
+    return out
+
+
+@jit
+def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
+    """_layer's output into out (one row per slice lo[r]:hi[r]): the activation unless ``last``."""
     epilogue = STORE_RELU if not last and activation == RELU else STORE
-    _times(lo, hi, columns, values, W, b, width, out, epilogue, out)
+    _times(lo, hi, columns, values, W, b, W.shape[1], out, epilogue, out)
     if not last and activation != RELU:
         _activate(out, activation)
-    return out
 
 
 @jit
@@ -334,32 +340,20 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
     else:
         columns, values, lo, hi = x_lists
         sparse._compress_rows_into(x, a, b, columns, values, lo, hi)
-        epilogue = STORE_RELU if last > 0 and activation == RELU else STORE
-        _times(lo[a:b], hi[a:b], columns, values, weights[0], biases[0], weights[0].shape[1], h[a:b],
-               epilogue, h[a:b])
-        if last > 0 and activation != RELU:
-            _activate(h[a:b], activation)
+        _layer_into(lo[a:b], hi[a:b], columns, values, weights[0], biases[0], last == 0, activation,
+                    h[a:b])
     for layer in range(1, last + 1):
         columns, values, lo, hi = inputs[layer]
         sparse._compress_rows_into(outputs[layer - 1], a, b, columns, values, lo, hi)
-        h = outputs[layer]
-        epilogue = STORE_RELU if layer < last and activation == RELU else STORE
-        _times(lo[a:b], hi[a:b], columns, values, weights[layer], biases[layer], weights[layer].shape[1],
-               h[a:b], epilogue, h[a:b])
-        if layer < last and activation != RELU:
-            _activate(h[a:b], activation)
+        _layer_into(lo[a:b], hi[a:b], columns, values, weights[layer], biases[layer], layer == last,
+                    activation, outputs[layer][a:b])
     scores = outputs[last]
     _softmax_rows(scores[a:b], y[a:b], maxes[a:b], logsums[a:b])
     for i in range(a, b):
         terms[i] = cross_entropy_term(logsums[i], maxes[i], scores[i, t[i]])
     if not gradient:
         return
-    d = grads[last]   # (y - onehot(t)) / N, as softmax_cross_entropy_backward
-    inv = 1.0 / n
-    for i in range(a, b):
-        for j in range(d.shape[1]):
-            d[i, j] = y[i, j] * inv
-        d[i, t[i]] = (y[i, t[i]] - 1) * inv
+    _backward_rows_into(y, t, a, b, n, grads[last])
     no_bias = biases[0][:0]
     for layer in range(last, 0, -1):   # d_below = (d @ W.T) * f'(.)
         columns, values, lo, hi = grad_lists[layer]
@@ -383,10 +377,10 @@ def _team_weights(work, part, x, weights, dWs, dbs):
         split = below // 2
         p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
-        dW[p0:p1] = 0
-        if layer == 0 and facts[DENSE]:
+        if layer == 0 and facts[DENSE]:   # (beta 0: BLAS writes the rows whole)
             _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1, :width], 1.0, 0.0)
             continue
+        dW[p0:p1] = 0
         if layer == 0:
             _add_outer_part(x_lists, split, part, bounds[part], grads[0], dW, width)
         else:

@@ -55,14 +55,19 @@ def softmax_cross_entropy(x, t):
 @jit
 def softmax_cross_entropy_backward(y, t):
     """dx = (y - onehot(t)) / N."""
-    n, c = y.shape
-    dx = np.empty((n, c), y.dtype)
+    dx = np.empty(y.shape, y.dtype)
+    _backward_rows_into(y, t, 0, y.shape[0], y.shape[0], dx)
+    return dx
+
+
+@jit
+def _backward_rows_into(y, t, a, b, n, dx):
+    """Rows a:b of softmax_cross_entropy_backward's dx for a batch of n rows, into dx."""
     inv = 1.0 / n
-    for i in range(n):
-        for j in range(c):
+    for i in range(a, b):
+        for j in range(y.shape[1]):
             dx[i, j] = y[i, j] * inv
         dx[i, t[i]] = (y[i, t[i]] - 1) * inv
-    return dx
 
 
 @jit
