@@ -342,11 +342,22 @@ def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
 @jit
 def _aligned_rows(rows, width, like, zeroed=True):
     """A (rows, stride) array of like's dtype, zeroed unless not ``zeroed``, 64-byte aligned, its
-    rows an odd number of 64-byte lines long (the least >= width): rows whose length is a power of
-    two map onto the same cache sets and alias every 4 KiB (a 256 x 128 float32 transpose took
-    92 us with a 512-byte stride, 9 us with 576)."""
+    rows an odd number of 64-byte lines long, the least that holds the tiles the tile loops cover
+    ``width`` elements with (kernels/sparse.py _slice_bytes).
+
+    Odd: rows whose length is a power of two map onto the same cache sets and alias every 4 KiB
+    (a 256 x 128 float32 transpose took 92 us with a 512-byte stride, 9 us with 576). The tiles:
+    a row update's tile masked past the row's end must not reach into the next row, even with
+    its lanes masked off: the next update, often of the next row, then waits for that store to
+    retire (on a 2-core Zen 4, float64 rows of 50 (a 512-byte tile) in 448-byte rows took 138 us
+    for a batch's first-layer weight gradient, in 576-byte rows 105)."""
     per_line = 64 // like.itemsize
-    lines = (width + per_line - 1) // per_line
+    tiled, left = 0, width * like.itemsize
+    while left > 0:
+        size = sparse._slice_bytes(left)
+        tiled += size
+        left -= size
+    lines = max((width + per_line - 1) // per_line, tiled // 64)
     stride = (lines + 1 - lines % 2) * per_line
     size = rows * stride + per_line
     flat = np.zeros(size, like.dtype) if zeroed else np.empty(size, like.dtype)
