@@ -35,7 +35,7 @@ from .backend import get_backend, ops
 from .functions import _cross_entropy_of_rows
 from .gradcheck import _observer as _kinks_observer
 from .gradcheck import numerical_gradient
-from .kernels.net import net_team, team_arguments, team_results, team_workspace
+from .kernels.net import DENSE, WANTS_BLAS, net_team, team_arguments, team_results, team_workspace
 from .layers import DIVERGED_HINT, Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh, net_reports
 from .losses import get_loss
 from .regularization import BatchNormalization, Dropout
@@ -47,7 +47,7 @@ TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): train
 NUMERICAL_STEP = 1e-4   # the book's h
 # The compiled calls take any density: the first layer's products on x's nonzero lists, or by
 # BLAS for denser batches (kernels/net.py DENSE_SHARE). Their BLAS runs on one thread (see
-# _Plan.run): the second core is the helper's (below); two-thread BLAS beside it would
+# _Plan.run and run_team): the second core is the helper's (below); two-thread BLAS beside it would
 # oversubscribe the cores, and on a machine whose other core is busy, two-thread BLAS waits for
 # a parked thread and a product takes milliseconds (the book's loop through the layers, 784-50-10
 # float64 on a 2-core Zen 4: ~720 us/iteration quiet, 2200-3700 with the other core busy).
@@ -77,16 +77,33 @@ class _Plan:
     def run_team(self, labels, gradient):
         """run("net_gradient" (``gradient``) or "net_loss", labels), by a team of two threads
         (kernels/net.py net_team: the calling thread and the helper, fastbp/halves.py) when x has
-        TEAM_ROWS rows or more: the same numbers, whichever thread computed what."""
+        TEAM_ROWS rows or more: the same numbers, whichever thread computed what.
+
+        BLAS is held at one thread only for a batch dense enough to use it: one as dense as the
+        last batch of its shape on this thread (the workspace keeps that batch's facts), or one
+        that net_team found so and stopped at (then it runs again)."""
         n = self.x.shape[0]
         if n < TEAM_ROWS:
             return self.run("net_gradient" if gradient else "net_loss", labels)
         x = np.ascontiguousarray(self.x)
-        arguments = team_arguments(x, labels, self.weights, self.biases, self.activation, gradient,
-                                   _workspace(x, self.weights))
-        with limited_blas(1, cached=True):
-            loss, nonfinite = halves.team(net_team, arguments, publishing=True)
+        work = _workspace(x, self.weights)
+        facts = work[1]
+        limit = bool(facts[DENSE])
+        arguments = team_arguments(x, labels, self.weights, self.biases, self.activation, gradient, work,
+                                   limit)
+        loss, nonfinite = _team_call(arguments, limit)
+        if facts[WANTS_BLAS]:   # (denser than the last batch: it stopped before its first stage)
+            arguments = (*arguments[:-1], True)
+            loss, nonfinite = _team_call(arguments, True)
         return team_results(arguments, loss, nonfinite)
+
+
+def _team_call(arguments, limit):
+    """net_team(*arguments) by halves.team, with BLAS held at one thread if ``limit``."""
+    if not limit:
+        return halves.team(net_team, arguments, publishing=True)
+    with limited_blas(1, cached=True):
+        return halves.team(net_team, arguments, publishing=True)
 
 
 _workspaces = threading.local()

@@ -17,7 +17,8 @@ So ``fit`` runs with ``blas_threads()`` threads in both pools and restores the p
 afterwards. The default is 1; set ``FASTBP_BLAS_THREADS`` (or call ``set_blas_threads``) to use more
 where a measurement on your machine (``fastbp bench``) shows they pay. The nets' compiled calls
 (``predict``, ``loss``, ``gradient`` of a plain net) hold every BLAS at one thread while they run
-(their second core is the helper's) and restore it on return; the layers one by one (nets with
+BLAS (their second core is the helper's) and restore it on return; ``loss`` and ``gradient`` on a
+batch too sparse for BLAS leave it as it is (holding it costs ~5 us a call); the layers one by one (nets with
 batch normalisation or dropout, single layers) leave BLAS as configured by the process
 (``OPENBLAS_NUM_THREADS``, threadpoolctl).
 

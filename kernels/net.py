@@ -247,7 +247,7 @@ def net_gradient(x, t, weights, biases, activation):
 # combining a call) took 1.25-1.3x as long an iteration of the book's loop as this one, on
 # MNIST-like and Fashion-MNIST batches (side by side in one process, a quiet phase of the VM).
 ROWS, WEIGHTS = 1, 2
-NONFINITE, DENSE = 0, 1     # positions in the workspace's ``facts``
+NONFINITE, DENSE, WANTS_BLAS = 0, 1, 2     # positions in the workspace's ``facts``
 
 
 def team_workspace(x, weights):
@@ -275,24 +275,25 @@ def team_workspace(x, weights):
             np.empty(n, np.float64), np.empty(n, np.float64))
 
 
-def team_arguments(x, t, weights, biases, activation, gradient, work=None):
-    """(work, x, t, weights, biases, activation, outputs, y, dWs, dbs, gradient): what follows
-    (rank, sync, flag, state) in a net_team call on x (N, D) C-contiguous and class indices t,
-    with fresh output arrays; ``work`` is team_workspace(x, weights) unless one is given (kept
-    from a call of the same shapes)."""
+def team_arguments(x, t, weights, biases, activation, gradient, work=None, blas_limited=True):
+    """(work, x, t, weights, biases, activation, outputs, y, dWs, dbs, gradient, blas_limited):
+    what follows (rank, sync, flag, state) in a net_team call on x (N, D) C-contiguous and class
+    indices t, with fresh output arrays; ``work`` is team_workspace(x, weights) unless one is
+    given (kept from a call of the same shapes). ``blas_limited``: the caller holds BLAS at one
+    thread (see net_team)."""
     n, dtype = x.shape[0], weights[0].dtype
     outputs = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     dWs = tuple(_aligned_rows(*W.shape, W, False) if gradient else np.empty((0, 0), dtype)
                 for W in weights)   # (each part zeroes its rows first)
     dbs = tuple(np.zeros(W.shape[1] if gradient else 0, dtype) for W in weights)
     return (team_workspace(x, weights) if work is None else work, x, t, weights, biases, activation,
-            outputs, np.empty_like(outputs[-1]), dWs, dbs, gradient)
+            outputs, np.empty_like(outputs[-1]), dWs, dbs, gradient, blas_limited)
 
 
 def team_results(arguments, loss, nonfinite):
     """What net_gradient returns (net_loss: if the call computed no gradient), from a net_team
     call's arguments and its caller's (loss, nonfinite)."""
-    _, _, _, weights, _, _, outputs, y, dWs, dbs, gradient = arguments
+    _, _, _, weights, _, _, outputs, y, dWs, dbs, gradient, _ = arguments
     if not gradient:
         return loss, y, list(outputs), nonfinite
     return (loss, y, list(outputs), [dW[:, :W.shape[1]] for dW, W in zip(dWs, weights)], list(dbs),
@@ -393,18 +394,28 @@ def _team_weights(work, part, x, weights, dWs, dbs):
 
 @jit
 def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, outputs, y, dWs, dbs,
-             gradient):
+             gradient, blas_limited):
     """net_loss (``gradient`` False) or net_gradient of x (N, D) C-contiguous with class indices
     t, as thread ``rank`` of a team sharing ``sync`` (see above), into the caller's arrays:
     ``outputs`` (every layer's, (N, width) each), y, and with ``gradient`` the dWs (64-byte padded
     rows: the (D, H) views are the gradients) and dbs (zeros). The caller first stores ``state``
     in flag[0], from here where it holds no GIL (fastbp/halves.py team(..., publishing=True)).
-    -> the caller's (loss, how many entries of x are not finite); the helper's is (0, 0)."""
+    -> the caller's (loss, how many entries of x are not finite); the helper's is (0, 0).
+
+    A batch dense enough for BLAS (DENSE_SHARE) when the caller does not hold BLAS at one thread
+    (not ``blas_limited``: limiting it costs ~5 us a call, and sparse batches need no BLAS) stops
+    before the first stage with facts[WANTS_BLAS] set, for the caller to call again with the
+    limit held (two threads of BLAS beside the helper would oversubscribe the cores)."""
     counts, facts, _, _, _, _, transposes, _, _, _, _, terms = work
     if rank == 0:   # (before the first stage opens: the helper reads none of this until then)
         _sync.publish(flag, state)
         facts[NONFINITE] = sparse._count_nonzeros(x, counts)
         facts[DENSE] = counts.sum() > DENSE_SHARE * x.size
+        facts[WANTS_BLAS] = facts[DENSE] and not blas_limited
+        if facts[WANTS_BLAS]:
+            _sync.team_finish(sync)   # (the helper, posted, leaves without a part)
+            _sync.hand_back(flag, state, sync)
+            return 0.0, 0
         if gradient:
             for layer in range(1, len(weights)):
                 _transpose_into(weights[layer], weights[layer].shape[1], transposes[layer])

@@ -1,6 +1,7 @@
 """The helper thread (fastbp/halves.py): a call posted from the caller's own call is run by the
 helper, handed back, or taken back when the helper has not started it (never waited for); the
 nets' results by a team are the layers' own and do not depend on the thread count."""
+import contextlib
 import threading
 
 import numba
@@ -130,7 +131,14 @@ def test_a_team_gives_the_layers_results_and_state_on_a_book_batch(monkeypatch, 
     t = np.eye(10)[rng.integers(0, 10, 100)]
     calls = []
     kernel = nets.net_team
-    monkeypatch.setattr(nets, "net_team", lambda rank, *a: (calls.append((rank, a[-1])), kernel(rank, *a))[1])
+
+    def counted(rank, sync, flag, state, work, *rest):
+        result = kernel(rank, sync, flag, state, work, *rest)
+        if not work[1][nets.WANTS_BLAS]:   # (not a call that stopped to have BLAS held)
+            calls.append((rank, rest[-2]))
+        return result
+
+    monkeypatch.setattr(nets, "net_team", counted)
 
     def run():
         np.random.seed(2)
@@ -146,6 +154,51 @@ def test_a_team_gives_the_layers_results_and_state_on_a_book_batch(monkeypatch, 
     for key in [*slow, *slow_state]:
         a, b = (fast[key], slow[key]) if key in slow else (fast_state[key], slow_state[key])
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=key)
+
+
+def test_blas_is_held_at_one_thread_for_the_batches_that_use_it(monkeypatch):
+    """Sparse batches run no BLAS and leave it as it is; a batch dense enough for BLAS
+    (kernels/net.py DENSE_SHARE) runs with every BLAS at one thread: at once when the last batch
+    of its shape was dense too, else after net_team stopped before its first stage. The results
+    are the layers' either way."""
+    held = []
+    limited = nets.limited_blas
+
+    @contextlib.contextmanager
+    def counted(*args, **kwargs):
+        with limited(*args, **kwargs):
+            held.append(True)
+            try:
+                yield
+            finally:
+                held.pop()
+
+    calls = []   # (BLAS held during the call, the call's blas_limited, it stopped for BLAS)
+    kernel = nets.net_team
+
+    def recorded(rank, *a):
+        result = kernel(rank, *a)
+        if rank == 0:
+            calls.append((bool(held), a[-1], bool(a[3][1][nets.WANTS_BLAS])))
+        return result
+
+    monkeypatch.setattr(nets, "limited_blas", counted)
+    monkeypatch.setattr(nets, "net_team", recorded)
+    rng = np.random.default_rng(8)
+    t = rng.integers(0, 10, 100)
+    sparse, dense = ((rng.random((100, 784)) * (rng.random((100, 784)) < share)).astype(np.float32)
+                     for share in (0.1, 0.9))
+    np.random.seed(3)
+    net = TwoLayerNet(784, 50, 10)
+    fast = [net.loss(x, t) for x in (sparse, dense, dense, sparse, sparse)]
+    assert calls == [(False, False, False),                       # sparse: no BLAS, not held
+                     (False, False, True), (True, True, False),   # dense after sparse: stop, again
+                     (True, True, False),                         # dense after dense: held
+                     (True, True, False),                         # sparse after dense: held
+                     (False, False, False)], calls
+    monkeypatch.setattr(nets._Net, "_plan", lambda self, x: None)   # the layers, one by one
+    slow = [net.loss(x, t) for x in (sparse, dense, dense, sparse, sparse)]
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
 
 
 def test_the_books_loop_gives_the_same_bits_on_one_thread_or_two():
