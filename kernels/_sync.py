@@ -159,6 +159,11 @@ def claim(flag, expected, new):
 # stages, as a helper thread that slept takes a while to wake). The while is ALONE_MIN
 # stages after CALM_STAGES judged stages without going alone (a quiet VM's helper misses a few
 # stages now and then), else twice the last, up to ALONE_MAX (another process keeps the core busy).
+# CALM_STAGES is short: a VM's second vCPU is descheduled for a millisecond every second or so
+# (five stages of the nets' calls unclaimed), and with calm counted over 4096 stages (~1.5 s of
+# the book's loop) the stretches doubled up to ALONE_MAX: measured on a 2-core Zen 4, 40 blocks of
+# 300 iterations of the book's loop, 11 of them wholly alone (~610 us an iteration, against ~480
+# in a team; alone, a gradient call took 290 us, in a team 166-230 even in the VM's slow phases).
 # While the caller goes alone, the helper polls every SLEEP_US microseconds instead of spinning.
 OPEN, CLAIM, PART_DONE = 0, 8, 16            # each on its own cache line
 STRIKES, SETTLING, MINE, STARTED, OWN, CALM, LAST_ALONE = 24, 25, 26, 27, 28, 29, 30   # the caller's
@@ -171,7 +176,7 @@ PARKED = 1
 SHORT = 1 << 14                              # time-stamp ticks (~6 us at 2.6 GHz)
 LONG = 1 << 18                               # (~100 us: longer than a quiet stage's, shorter than a time slice)
 STRIKE_DECAY, STRIKE, PARKED_STRIKE, TOO_MANY = 9, 10, 25, 45   # in tenths: x * 9 // 10 + strike
-ALONE_MIN, ALONE_MAX, CALM_STAGES = 64, 8192, 4096
+ALONE_MIN, ALONE_MAX, CALM_STAGES = 64, 8192, 256
 SETTLING_STAGES = 64
 SLEEP_US = 200
 SPINS = 1 << 14
