@@ -157,16 +157,18 @@ def claim(flag, expected, new):
 # TOO_MANY (about six strikes in a row, or two long waits) the caller claims every part itself
 # for a while, then tries the helper again (only long waits judged in its first SETTLING_STAGES
 # stages, as a helper thread that slept takes a while to wake). The while is ALONE_MIN
-# stages after CALM_STAGES judged stages without going alone (a quiet VM's helper misses a few
-# stages now and then), else twice the last, up to ALONE_MAX (another process keeps the core busy).
-# CALM_STAGES is short: a VM's second vCPU is descheduled for a millisecond every second or so
-# (five stages of the nets' calls unclaimed), and with calm counted over 4096 stages (~1.5 s of
-# the book's loop) the stretches doubled up to ALONE_MAX: measured on a 2-core Zen 4, 40 blocks of
-# 300 iterations of the book's loop, 11 of them wholly alone (~610 us an iteration, against ~480
-# in a team; alone, a gradient call took 290 us, in a team 166-230 even in the VM's slow phases).
+# stages when the caller has been back with the helper for CALM ticks (~0.1 s: a quiet VM's
+# helper misses a few stages now and then), else twice the last, up to ALONE_MAX (trouble that
+# comes back sooner is another process keeping the core busy: the scheduler's slices are
+# milliseconds). Calm is time, not stages: a VM's second vCPU is descheduled for a millisecond
+# every second or so (five stages of the nets' calls unclaimed), and with calm counted as 4096
+# judged stages (~1.5 s of the book's loop) the stretches doubled up to ALONE_MAX: measured on a
+# 2-core Zen 4, 40 blocks of 300 iterations of the book's loop, 11 of them wholly alone (~610 us
+# an iteration against ~480 in a team; alone, a gradient call took 290 us, in a team 166-230 even
+# in the VM's slow phases). fit's stages are ten times shorter, so no stage count suits both.
 # While the caller goes alone, the helper polls every SLEEP_US microseconds instead of spinning.
 OPEN, CLAIM, PART_DONE = 0, 8, 16            # each on its own cache line
-STRIKES, SETTLING, MINE, STARTED, OWN, CALM, LAST_ALONE = 24, 25, 26, 27, 28, 29, 30   # the caller's
+STRIKES, SETTLING, MINE, STARTED, OWN, BACK, LAST_ALONE = 24, 25, 26, 27, 28, 29, 30   # the caller's
 HELPED = 32                                  # the helper's: parts it computed in this call
 ALONE = 40                                   # the caller's; the helper sleeps while it is > 0
 TEAM_SLOTS = 48
@@ -176,7 +178,8 @@ PARKED = 1
 SHORT = 1 << 14                              # time-stamp ticks (~6 us at 2.6 GHz)
 LONG = 1 << 18                               # (~100 us: longer than a quiet stage's, shorter than a time slice)
 STRIKE_DECAY, STRIKE, PARKED_STRIKE, TOO_MANY = 9, 10, 25, 45   # in tenths: x * 9 // 10 + strike
-ALONE_MIN, ALONE_MAX, CALM_STAGES = 64, 8192, 256
+ALONE_MIN, ALONE_MAX = 64, 8192
+CALM = 1 << 28                               # time-stamp ticks (~0.1 s at 2.6 GHz)
 SETTLING_STAGES = 64
 SLEEP_US = 200
 SPINS = 1 << 14
@@ -271,6 +274,7 @@ def team_stage_done(sync, rank, stage):
         sync[ALONE] -= 1
         if sync[ALONE] == 0:
             sync[SETTLING] = SETTLING_STAGES
+            sync[BACK] = _cycles()
         return
     if sync[SETTLING] > 0:   # (the helper is waking: only a parked one counts)
         sync[SETTLING] -= 1
@@ -283,11 +287,11 @@ def team_stage_done(sync, rank, stage):
 def _strike(sync, strike):
     """Count a judged stage's strike (0 for none); past TOO_MANY, the caller goes alone."""
     sync[STRIKES] = sync[STRIKES] * STRIKE_DECAY // 10 + strike
-    sync[CALM] += 1
     if sync[STRIKES] > TOO_MANY:
-        alone = ALONE_MIN if sync[CALM] > CALM_STAGES else max(ALONE_MIN, min(2 * sync[LAST_ALONE], ALONE_MAX))
+        calm = _cycles() - sync[BACK] > CALM
+        alone = ALONE_MIN if calm else max(ALONE_MIN, min(2 * sync[LAST_ALONE], ALONE_MAX))
         sync[ALONE] = sync[LAST_ALONE] = alone
-        sync[STRIKES] = sync[CALM] = 0
+        sync[STRIKES] = 0
 
 
 @jit

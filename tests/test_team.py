@@ -171,6 +171,17 @@ def test_a_caller_kept_waiting_by_a_parked_helper_goes_alone_then_tries_again():
         strikes += 1
         assert strikes < 20
     assert strikes == 2 and sync[_sync.ALONE] == 2 * _sync.ALONE_MIN
+    for _ in range(2 * _sync.ALONE_MIN):
+        stage += 1
+        assert not _stage(sync, stage, True)
+    sync[_sync.BACK] -= _sync.CALM   # (back with the helper for a calm spell: as if CALM ticks ago)
+    sync[_sync.STRIKES] = strikes = 0
+    while not sync[_sync.ALONE]:   # parked after a calm spell: alone for the shortest while again
+        stage += 1
+        assert _stage(sync, stage, True, 0.02)
+        strikes += 1
+        assert strikes < 20
+    assert strikes == 2 and sync[_sync.ALONE] == _sync.ALONE_MIN
 
 
 @needs_helper
