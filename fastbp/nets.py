@@ -47,8 +47,8 @@ TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): train
 NUMERICAL_STEP = 1e-4   # the book's h
 # The compiled calls take any density: the first layer's products on x's nonzero lists, or by
 # BLAS for denser batches (kernels/net.py DENSE_SHARE). Their BLAS runs on one thread (see
-# _Plan.run and run_team): the second core is the helper's (below); two-thread BLAS beside it would
-# oversubscribe the cores, and on a machine whose other core is busy, two-thread BLAS waits for
+# _Plan.run and run_team): the second core is the helper's (below); two-thread BLAS beside it
+# would oversubscribe the cores, and on a machine whose other core is busy, two-thread BLAS waits for
 # a parked thread and a product takes milliseconds (the book's loop through the layers, 784-50-10
 # float64 on a 2-core Zen 4: ~720 us/iteration quiet, 2200-3700 with the other core busy).
 # A batch of this many rows or more runs its compiled gradient and loss as a team of two threads:

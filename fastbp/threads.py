@@ -18,9 +18,9 @@ afterwards. The default is 1; set ``FASTBP_BLAS_THREADS`` (or call ``set_blas_th
 where a measurement on your machine (``fastbp bench``) shows they pay. The nets' compiled calls
 (``predict``, ``loss``, ``gradient`` of a plain net) hold every BLAS at one thread while they run
 BLAS (their second core is the helper's) and restore it on return; ``loss`` and ``gradient`` on a
-batch too sparse for BLAS leave it as it is (holding it costs ~5 us a call); the layers one by one (nets with
-batch normalisation or dropout, single layers) leave BLAS as configured by the process
-(``OPENBLAS_NUM_THREADS``, threadpoolctl).
+batch too sparse for BLAS leave it as it is (holding it costs ~5 us a call). The layers one by
+one (nets with batch normalisation or dropout, single layers) leave BLAS as configured by the
+process (``OPENBLAS_NUM_THREADS``, threadpoolctl).
 
 The BLAS setting is one per process, so runs that overlap (``fit`` in two threads) share it: the
 first to start sets the limit, the last to finish restores what was there before, and runs that

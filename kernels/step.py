@@ -350,7 +350,7 @@ def _aligned_rows(rows, width, like, zeroed=True):
     a row update's tile masked past the row's end must not reach into the next row, even with
     its lanes masked off: the next update, often of the next row, then waits for that store to
     retire (on a 2-core Zen 4, float64 rows of 50 (a 512-byte tile) in 448-byte rows took 138 us
-    for a batch's first-layer weight gradient, in 576-byte rows 105)."""
+    for a batch's first-layer weight gradient, in 576-byte rows ~100)."""
     per_line = 64 // like.itemsize
     tiled, left = 0, width * like.itemsize
     while left > 0:
