@@ -20,7 +20,9 @@ Nothing waits for a part that no thread has started: when the other core is busy
 process), the helper is not scheduled in time and the caller computes every part at one-thread
 speed. A helper parked *while* on its part does make the caller wait: after a few such waits the
 caller goes alone for a while (kernels/_sync.py's judge). Two-thread BLAS and OpenMP pools wait
-for their parked thread instead, and a product then takes milliseconds.
+for their parked thread instead, and a product then takes milliseconds. The nets' calls from a
+user's loop also go alone while the loop's own cycles have been faster so (_Cycles: in some
+phases of a VM every transfer between the cores is slow, and a team loses without any wait).
 
 Off (the caller computes every part) with ``FASTBP_THREADS=1`` or ``fastbp.set_threads(1)``
 (fastbp/threads.py), on a single-core machine, and when kernel bodies run as Python
@@ -28,6 +30,7 @@ Off (the caller computes every part) with ``FASTBP_THREADS=1`` or ``fastbp.set_t
 """
 import os
 import threading
+import time
 
 import numba
 import numpy as np
@@ -37,6 +40,57 @@ from .kernels._sync import CALLER_SPINS, DONE, IDLE, POSTED, RUNNING, TAKEN
 from .threads import get_threads
 
 HELPER_SPINS = 1 << 16   # the helper's tries for a new post before it sleeps (~2.6 ms on Zen 4)
+
+
+class _Cycles:
+    """Team or alone for the short calls a user's loop makes (the nets' gradient and loss), chosen
+    by the time the loop takes. A cycle runs from one call of the leading kind (the first kind
+    seen: the book's loop's gradient on its batch shape) to the next, the user's own work
+    included: after a team's gradient the in-place update takes longer (the helper's rows of dW
+    and the W rows it read cross between the cores), which no timing of the call alone shows.
+    The cycles go as a team unless those measured alone have been shorter; EXPLORE cycles in every
+    EVERY go the other way, the first of them not counted (the caches of the other way, a helper
+    that slept). Calls of other kinds go the way of their cycle.
+
+    Measured on a 2-core Zen 4 VM (784-50-10, float64 net, MNIST-like batches): a team's cycle
+    ~480 us against ~620 alone in most phases; in others the VM's cross-core traffic is slow and
+    a team's cycle takes 770-1000 us (a team's gradient call 270-285 against 291 alone, its loss
+    222 against 136, the update slower too) while alone holds at ~630. The strike judge
+    (kernels/_sync.py) cannot see those: no wait for the helper is long, everything is slow."""
+
+    EVERY, EXPLORE = 128, 3
+    WEIGHT, CLIP = 0.25, 2.0   # each counted cycle's share of its way's mean; outliers clipped
+    PATIENCE = 8               # calls of other kinds in a row after which a new kind leads
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.leader = None
+        self.others = 0          # calls of other kinds since the leader's last
+        self.started = None      # when the current cycle started
+        self.alone = False       # the current cycle's way
+        self.counted = False     # whether the current cycle's time counts
+        self.mean = {False: None, True: None}   # a cycle's time, as a team and alone
+        self.cycles = 0
+
+    def way(self, kind):
+        """True if a call of ``kind`` (hashable) goes alone, False if as a team."""
+        if kind != self.leader:
+            self.others += 1
+            if self.leader is not None and self.others <= self.PATIENCE:
+                return self.alone
+            self.leader, self.started = kind, None   # (a new loop)
+        self.others = 0
+        now = self.clock()
+        if self.started is not None and self.counted:
+            took, mean = now - self.started, self.mean[self.alone]
+            self.mean[self.alone] = took if mean is None else mean + self.WEIGHT * (min(took, self.CLIP * mean) - mean)
+        team, alone = self.mean[False], self.mean[True]
+        preferred = team is not None and alone is not None and alone < team
+        self.cycles += 1
+        way = not preferred if self.cycles % self.EVERY >= self.EVERY - self.EXPLORE else preferred
+        self.counted = self.started is not None and way == self.alone
+        self.started, self.alone = now, way
+        return way
 
 
 class _Helper:
@@ -51,6 +105,7 @@ class _Helper:
         self.asleep = False
         self.job = None                     # (function, arguments) of the posted call
         self.result = self.error = None
+        self.cycles = _Cycles()             # team or alone for the nets' calls (kind given)
         threading.Thread(target=self._serve, name="fastbp-helper", daemon=True).start()
 
     def _serve(self):
@@ -77,15 +132,19 @@ class _Helper:
             # DONE is the last touch of job and result (the caller owns them then)
             seen = _sync.publish_then_wait_for(self.flag, DONE, POSTED, HELPER_SPINS)
 
-    def team(self, function, arguments, publishing=False):
+    def team(self, function, arguments, publishing=False, kind=None):
         """function(0, sync, *arguments) here and function(1, sync, *arguments) on the helper, a
         team sharing sync (kernels/_sync.py: the caller computes every part the helper has not
         claimed, so this never waits for a helper that does not start); -> the caller's result.
         ``publishing``: both get (flag, POSTED) after sync; the caller's call posts the helper's
-        by storing POSTED in flag[0], and hands it back (kernels/_sync.py hand_back)."""
+        by storing POSTED in flag[0], and hands it back (kernels/_sync.py hand_back). ``kind``
+        (publishing calls only): the call is one of a user's loop, which goes as a team or alone
+        as _Cycles finds faster."""
         if not self.posting.acquire(blocking=False):   # (another caller has the helper)
             return function(0, _sync.alone_sync(), *_unposted(publishing), *arguments)
         try:
+            if kind is not None and self.cycles.way(kind):
+                return function(0, _sync.alone_sync(), *_unposted(publishing), *arguments)
             sync = self.sync
             _sync.team_reset(sync, waking=self.asleep)
             if publishing and sync[_sync.ALONE] > 0:
@@ -170,12 +229,13 @@ def _unposted(publishing):
     return (np.zeros(1, np.int64), IDLE) if publishing else ()
 
 
-def team(function, arguments, publishing=False):
+def team(function, arguments, publishing=False, kind=None):
     """function(rank, sync, *arguments) as a team of two threads (kernels/_sync.py), or as the
     caller alone (rank 0, every part its own) when fastbp runs one thread; -> the caller's result.
     ``publishing``: function(rank, sync, flag, state, *arguments) stores ``state`` in flag[0]
-    first when rank is 0, which posts the helper's call (see the module's docstring)."""
+    first when rank is 0, which posts the helper's call (see the module's docstring). ``kind``:
+    see _Helper.team."""
     helper = _the_helper()
     if helper is None:
         return function(0, _sync.alone_sync(), *_unposted(publishing), *arguments)
-    return helper.team(function, arguments, publishing)
+    return helper.team(function, arguments, publishing, kind)

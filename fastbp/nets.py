@@ -91,19 +91,20 @@ class _Plan:
         limit = bool(facts[DENSE])
         arguments = team_arguments(x, labels, self.weights, self.biases, self.activation, gradient, work,
                                    limit)
-        loss, nonfinite = _team_call(arguments, limit)
+        kind = (gradient, x.shape)   # (the book's loop: gradient then loss on one batch shape)
+        loss, nonfinite = _team_call(arguments, limit, kind)
         if facts[WANTS_BLAS]:   # (denser than the last batch: it stopped before its first stage)
             arguments = (*arguments[:-1], True)
-            loss, nonfinite = _team_call(arguments, True)
+            loss, nonfinite = _team_call(arguments, True, None)   # (not a cycle of the loop)
         return team_results(arguments, loss, nonfinite)
 
 
-def _team_call(arguments, limit):
+def _team_call(arguments, limit, kind):
     """net_team(*arguments) by halves.team, with BLAS held at one thread if ``limit``."""
     if not limit:
-        return halves.team(net_team, arguments, publishing=True)
+        return halves.team(net_team, arguments, publishing=True, kind=kind)
     with limited_blas(1, cached=True):
-        return halves.team(net_team, arguments, publishing=True)
+        return halves.team(net_team, arguments, publishing=True, kind=kind)
 
 
 _workspaces = threading.local()

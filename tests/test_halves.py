@@ -201,6 +201,71 @@ def test_blas_is_held_at_one_thread_for_the_batches_that_use_it(monkeypatch):
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
 
 
+def _cycles_run(cycles, cycle_time, count, kinds=("gradient", "loss")):
+    """``count`` cycles of a loop calling ``kinds`` in turn, on a played clock: each cycle takes
+    cycle_time(alone, number) seconds. -> the way (True: alone) of each cycle."""
+    ways = []
+    for number in range(count):
+        alone = cycles.way(kinds[0])
+        assert all(cycles.way(kind) == alone for kind in kinds[1:])   # (the cycle's way)
+        ways.append(alone)
+        cycles.clock.now += cycle_time(alone, number)
+    return ways
+
+
+def _played_cycles():
+    clock = type("Clock", (), {"now": 0.0, "__call__": lambda self: self.now})()
+    return halves._Cycles(clock)
+
+
+def test_a_loop_goes_as_a_team_while_a_team_is_faster():
+    """Cycles of 480 us as a team, 620 alone: a team but for EXPLORE cycles in every EVERY."""
+    cycles = _played_cycles()
+    ways = _cycles_run(cycles, lambda alone, _: 620e-6 if alone else 480e-6, 20 * cycles.EVERY)
+    assert sum(ways) == 20 * cycles.EXPLORE
+    assert all(ways[i] == ((i + 1) % cycles.EVERY >= cycles.EVERY - cycles.EXPLORE) for i in range(len(ways)))
+    assert cycles.mean[False] == pytest.approx(480e-6) and cycles.mean[True] == pytest.approx(620e-6)
+
+
+def test_a_loop_goes_alone_while_alone_is_faster_and_back_when_the_team_is():
+    """A VM phase in which a team's cycle takes 940 us and one alone 630: alone after the first
+    exploration, but for EXPLORE cycles in every EVERY; then the phase ends (a team's cycle 480
+    us): a team again within two explorations."""
+    cycles = _played_cycles()
+    every, explore = cycles.EVERY, cycles.EXPLORE
+    phase_end = 20 * every
+
+    def cycle_time(alone, number):
+        return 630e-6 if alone else (940e-6 if number < phase_end else 480e-6)
+
+    ways = _cycles_run(cycles, cycle_time, 40 * every)
+    bad = ways[2 * every:phase_end]
+    assert len(bad) - sum(bad) == explore * (len(bad) // every)   # (a team only to explore)
+    assert sum(ways[phase_end + 3 * every:]) == explore * 17       # (alone only to explore)
+
+
+def test_a_cycles_first_call_leads_and_a_new_loop_takes_over():
+    """The first kind seen starts the cycles; another kind's calls go the way of their cycle;
+    after PATIENCE calls of other kinds in a row, a new kind leads (a new loop in the program)."""
+    cycles = _played_cycles()
+    assert cycles.way("gradient") is False and cycles.leader == "gradient"
+    for _ in range(cycles.PATIENCE):
+        assert cycles.way("loss") is False
+    assert cycles.leader == "gradient"
+    cycles.way("loss")
+    assert cycles.leader == "loss"
+
+
+def test_one_cycle_longer_than_twice_its_ways_mean_counts_as_twice_it():
+    """An outlier (the loop printed accuracies on the whole training set) moves the mean by at
+    most WEIGHT times the mean, not by WEIGHT times the outlier."""
+    cycles = _played_cycles()
+    _cycles_run(cycles, lambda alone, _: 500e-6, 10, kinds=("gradient",))
+    _cycles_run(cycles, lambda alone, _: 0.5, 1, kinds=("gradient",))
+    cycles.way("gradient")
+    assert cycles.mean[False] == pytest.approx(500e-6 * (1 + cycles.WEIGHT * (cycles.CLIP - 1)))
+
+
 def test_the_books_loop_gives_the_same_bits_on_one_thread_or_two():
     """30 iterations of the book's loop (gradient, update, loss): weights and losses bit for bit
     the same with the helper and without it."""
