@@ -353,11 +353,11 @@ def _aligned_rows(rows, width, like, zeroed=True):
     for a batch's first-layer weight gradient, in 576-byte rows ~100)."""
     per_line = 64 // like.itemsize
     tiled, left = 0, width * like.itemsize
-    while left > 0:
+    while left > 0:   # (each tile a whole number of lines, together at least the row)
         size = sparse._slice_bytes(left)
         tiled += size
         left -= size
-    lines = max((width + per_line - 1) // per_line, tiled // 64)
+    lines = tiled // 64
     stride = (lines + 1 - lines % 2) * per_line
     size = rows * stride + per_line
     flat = np.zeros(size, like.dtype) if zeroed else np.empty(size, like.dtype)
