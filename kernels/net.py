@@ -166,12 +166,23 @@ def net_loss(x, t, weights, biases, activation):
 
 @jit
 def _add_outer_into_new(lo, hi, columns, values, d, W):
-    """X^T d as a fresh (D, H) array for a layer W (D, H): zeroed 64-byte rows updated in place,
-    returned as the (D, H) view."""
+    """X^T d as a fresh C-contiguous (D, H) array for a layer W (D, H), summed in zeroed 64-byte
+    padded rows (see step._aligned_rows)."""
     below, width = W.shape
-    dW = _aligned_rows(below, width, W)
-    _add_outer(lo, hi, columns, values, d, dW, width, 1.0)
-    return dW[:, :width]
+    sums = _aligned_rows(below, width, W)
+    _add_outer(lo, hi, columns, values, d, sums, width, 1.0)
+    dW = np.empty((below, width), W.dtype)
+    _copy_rows(sums, 0, below, dW)
+    return dW
+
+
+@jit
+def _copy_rows(a, p0, p1, out):
+    """out[p0:p1] = a[p0:p1, :width] for out (D, width), a's rows at least as wide: element by
+    element, which LLVM vectorises (a slice assignment of the blocks took 2.4x as long)."""
+    for r in range(p0, p1):
+        for c in range(out.shape[1]):
+            out[r, c] = a[r, c]
 
 
 @jit
@@ -195,7 +206,7 @@ def net_gradient(x, t, weights, biases, activation):
             if xd.shape[0]:   # the product went to BLAS: x.T @ d too
                 dW = np.empty((below, width), y.dtype)
                 _gemm(xd, True, d, False, dW, 1.0, 0.0)
-                dWs.append(dW[:, :width])
+                dWs.append(dW)
             else:
                 dWs.append(_add_outer_into_new(lo, hi, columns, values, d, W))
         else:
@@ -255,6 +266,7 @@ def team_workspace(x, weights):
     lists (columns, values, lo, hi), x in the weights' dtype (N, D) when that differs (for BLAS),
     then per layer (its input's nonzero lists (none for the first), its output gradient (N, width),
     its W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists),
+    per layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows),
     each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
     n, size = x.shape
     dtype = weights[0].dtype
@@ -269,9 +281,10 @@ def team_workspace(x, weights):
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
                        for layer, W in enumerate(weights))
     grad_lists = tuple(lists(n * W.shape[1], dtype) for W in weights)
+    sums = tuple(_aligned_rows(*W.shape, W, False) for W in weights)
     return (np.empty(n, np.int64), np.zeros(8, np.int64), lists(n * first, x.dtype),
             np.empty((n if x.dtype != dtype else 0, size), dtype), inputs, grads, transposes,
-            grad_lists, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
+            grad_lists, sums, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
             np.empty(n, np.float64), np.empty(n, np.float64))
 
 
@@ -283,8 +296,7 @@ def team_arguments(x, t, weights, biases, activation, gradient, work=None, blas_
     thread (see net_team)."""
     n, dtype = x.shape[0], weights[0].dtype
     outputs = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
-    dWs = tuple(_aligned_rows(*W.shape, W, False) if gradient else np.empty((0, 0), dtype)
-                for W in weights)   # (each part zeroes its rows first)
+    dWs = tuple(np.empty(W.shape if gradient else (0, 0), dtype) for W in weights)
     dbs = tuple(np.zeros(W.shape[1] if gradient else 0, dtype) for W in weights)
     return (team_workspace(x, weights) if work is None else work, x, t, weights, biases, activation,
             outputs, np.empty_like(outputs[-1]), dWs, dbs, gradient, blas_limited)
@@ -293,11 +305,10 @@ def team_arguments(x, t, weights, biases, activation, gradient, work=None, blas_
 def team_results(arguments, loss, nonfinite):
     """What net_gradient returns (net_loss: if the call computed no gradient), from a net_team
     call's arguments and its caller's (loss, nonfinite)."""
-    _, _, _, weights, _, _, outputs, y, dWs, dbs, gradient, _ = arguments
+    _, _, _, _, _, _, outputs, y, dWs, dbs, gradient, _ = arguments
     if not gradient:
         return loss, y, list(outputs), nonfinite
-    return (loss, y, list(outputs), [dW[:, :W.shape[1]] for dW, W in zip(dWs, weights)], list(dbs),
-            nonfinite)
+    return loss, y, list(outputs), list(dWs), list(dbs), nonfinite
 
 
 def _converted(x, xd):
@@ -328,7 +339,7 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
 @jit
 def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient):
     """The ROWS stage's part for rows a:b (see above)."""
-    _, facts, x_lists, xd, inputs, grads, transposes, grad_lists, _, maxes, logsums, terms = work
+    _, facts, x_lists, xd, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
     n = x.shape[0]
     last = len(weights) - 1
     h = outputs[0]
@@ -371,7 +382,7 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
 @jit
 def _team_weights(work, part, x, weights, dWs, dbs):
     """The WEIGHTS stage's part ``part`` (see above)."""
-    _, facts, x_lists, xd, inputs, grads, _, _, bounds, _, _, _ = work
+    _, facts, x_lists, xd, inputs, grads, _, _, sums, bounds, _, _, _ = work
     n = x.shape[0]
     for layer in range(len(weights)):
         below, width = weights[layer].shape
@@ -379,13 +390,15 @@ def _team_weights(work, part, x, weights, dWs, dbs):
         p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
         if layer == 0 and facts[DENSE]:   # (beta 0: BLAS writes the rows whole)
-            _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1, :width], 1.0, 0.0)
+            _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1], 1.0, 0.0)
             continue
-        dW[p0:p1] = 0
-        if layer == 0:
-            _add_outer_part(x_lists, split, part, bounds[part], grads[0], dW, width)
+        acc = sums[layer]   # (summed in padded rows, then handed over as plain ones)
+        acc[p0:p1] = 0
+        if layer == 0:   # (x's lists hold x's dtype)
+            _add_outer_part(x_lists, split, part, bounds[part], grads[0], acc, width)
         else:
-            _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], dW, width)
+            _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
+        _copy_rows(acc, p0, p1, dW)
     if part == 0:
         for layer in range(len(weights)):
             width = weights[layer].shape[1]
@@ -397,8 +410,8 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
              gradient, blas_limited):
     """net_loss (``gradient`` False) or net_gradient of x (N, D) C-contiguous with class indices
     t, as thread ``rank`` of a team sharing ``sync`` (see above), into the caller's arrays:
-    ``outputs`` (every layer's, (N, width) each), y, and with ``gradient`` the dWs (64-byte padded
-    rows: the (D, H) views are the gradients) and dbs (zeros). The caller first stores ``state``
+    ``outputs`` (every layer's, (N, width) each), y, and with ``gradient`` the dWs (each W's
+    shape) and dbs (zeros). The caller first stores ``state``
     in flag[0], from here where it holds no GIL (fastbp/halves.py team(..., publishing=True)).
     -> the caller's (loss, how many entries of x are not finite); the helper's is (0, 0).
 
@@ -406,7 +419,7 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     (not ``blas_limited``: limiting it costs ~5 us a call, and sparse batches need no BLAS) stops
     before the first stage with facts[WANTS_BLAS] set, for the caller to call again with the
     limit held (two threads of BLAS beside the helper would oversubscribe the cores)."""
-    counts, facts, _, _, _, _, transposes, _, _, _, _, terms = work
+    counts, facts, _, _, _, _, transposes, _, _, _, _, _, terms = work
     if rank == 0:   # (before the first stage opens: the helper reads none of this until then)
         _sync.publish(flag, state)
         facts[NONFINITE] = sparse._count_nonzeros(x, counts)

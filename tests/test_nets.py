@@ -424,6 +424,25 @@ def test_compiled_calls_equal_the_layers(monkeypatch, make, labels, density):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=key)
 
 
+@pytest.mark.parametrize("rows", [12, 100])   # (one thread; a team: nets.TEAM_ROWS)
+@pytest.mark.parametrize("density", [0.2, 0.7])
+def test_gradients_are_plain_arrays_as_the_books(rows, density):
+    """The book's gradients are np.dot's results: fresh C-contiguous arrays of the parameters'
+    shapes (a user's update, or ravel / reshape, then works on them as on the book's)."""
+    from fastbp import nets
+    assert 12 < nets.TEAM_ROWS <= 100
+    rng = np.random.default_rng(5)
+    x = (rng.random((rows, 30)) * (rng.random((rows, 30)) < density)).astype(np.float32)
+    net = TwoLayerNet(30, 50, 10)
+    first = net.gradient(x, rng.integers(0, 10, rows))
+    second = net.gradient(x, rng.integers(0, 10, rows))
+    for key, p in net.params.items():
+        for grads in (first, second):
+            g = grads[key]
+            assert g.shape == p.shape and g.dtype == p.dtype and g.flags.c_contiguous, key
+        assert not np.shares_memory(first[key], second[key]), key
+
+
 @pytest.mark.parametrize("loss", ["exact", "book"])
 def test_compiled_numerical_gradient_is_the_central_difference_of_the_reported_loss(monkeypatch, loss):
     """numerical_gradient's one compiled call shifts every entry as the book does, of whichever
