@@ -37,7 +37,7 @@ import numpy as np
 
 from .kernels import _sync
 from .kernels._sync import CALLER_SPINS, DONE, IDLE, POSTED, RUNNING, TAKEN
-from .threads import get_threads
+from .threads import threads_now
 
 HELPER_SPINS = 1 << 16   # the helper's tries for a new post before it sleeps (~2.6 ms on Zen 4)
 
@@ -214,7 +214,7 @@ if hasattr(os, "register_at_fork"):
 def _the_helper():
     """The helper thread, started on first use; None when fastbp runs one thread (see above)."""
     global _helper
-    if numba.config.DISABLE_JIT or get_threads() < 2:
+    if numba.config.DISABLE_JIT or threads_now() < 2:
         return None
     if _helper is None:
         with _starting:

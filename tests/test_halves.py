@@ -3,13 +3,14 @@ helper, handed back, or taken back when the helper has not started it (never wai
 nets' results by a team are the layers' own and do not depend on the thread count."""
 import contextlib
 import threading
+import types
 
 import numba
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp import MultiLayerNet, TwoLayerNet, halves, nets
+from fastbp import MultiLayerNet, TwoLayerNet, halves, nets, threads
 
 
 # With kernel bodies as Python (CI's NUMBA_DISABLE_JIT=1 pass) fastbp uses no helper thread
@@ -317,3 +318,23 @@ def test_set_threads(monkeypatch):
         fastbp.set_threads(None)
     monkeypatch.setenv("FASTBP_THREADS", "1")
     assert fastbp.get_threads() == 1
+
+
+def test_threads_now_follows_set_threads_at_once_and_the_environment_within_look_every(monkeypatch):
+    """The nets' calls ask threads_now, which asks get_threads again only every LOOK_EVERY
+    seconds (reading the environment costs more than a short call should)."""
+    now = [1000.0]
+    monkeypatch.setattr(threads, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.delenv("FASTBP_THREADS", raising=False)
+    try:
+        fastbp.set_threads(1)
+        assert threads.threads_now() == 1
+        fastbp.set_threads(None)
+        assert threads.threads_now() == fastbp.get_threads() == min(2, threads.available_cores())
+        monkeypatch.setenv("FASTBP_THREADS", "1")
+        now[0] += threads.LOOK_EVERY / 2
+        assert threads.threads_now() == min(2, threads.available_cores())   # (asked 0.05 s ago)
+        now[0] += threads.LOOK_EVERY
+        assert threads.threads_now() == 1
+    finally:
+        fastbp.set_threads(None)
