@@ -11,7 +11,8 @@ dense, and the real Fashion-MNIST when it is found), two tables:
   (``BookNet``: the book's choices, written here) against fastbp's TwoLayerNet / MultiLayerNet.
 
 ``--load`` repeats them while another process keeps one core busy (``python -c "while True:
-pass"``), where thread pools that wait for a parked thread collapse. Every path trains on the
+pass"``), where thread pools that wait for a parked thread collapse, then times fastbp's own paths
+quiet and loaded in turns (loaded / quiet from one stretch of time). Every path trains on the
 same data and batches; absolute times drift on shared machines, the ratios within a run are the
 result. Progress goes to stderr.
 """
@@ -409,6 +410,37 @@ def _measure_in_turns(paths, sizes, data, iters, rounds=5):
     return [(label, times[label]) for label, _ in paths]
 
 
+def _load_in_turns(paths, sizes, data, iters, rounds=3):
+    """[(label, {input name: (quiet, loaded) seconds per step})] of paths timed quiet and under
+    load in turns: ``rounds`` rounds of one quiet run and one run while busy_core() keeps a core
+    busy, the median of each. The VM's phases last seconds to minutes; a quiet table and a
+    loaded one taken minutes apart compare two phases as much as two loads."""
+    times = {label: {} for label, _ in paths}
+    for name, (x, t) in data.items():
+        for label, timer in paths:
+            quiet, loaded = [], []
+            for round_ in range(rounds):
+                _progress(f"{'-'.join(map(str, sizes))} on {name}: {label}, quiet and loaded in turns "
+                          f"({round_ + 1}/{rounds})")
+                time.sleep(0.3)   # (as _measure)
+                quiet.append(timer(sizes, x, t, iters))
+                with busy_core():
+                    loaded.append(timer(sizes, x, t, iters))
+            times[label][name] = (float(np.median(quiet)), float(np.median(loaded)))
+    return [(label, times[label]) for label, _ in paths]
+
+
+def print_load_table(title, rows, names):
+    """rows [(label, {input: (quiet, loaded) seconds})]: both, and loaded / quiet, per input."""
+    print(f"\n{title}")
+    print(f"  {'':<56}" + "".join(f" {name:>25}" for name in names))
+    print(f"  {'':<56}" + "".join(f" {'quiet':>8} {'loaded':>8} {'ratio':>7}" for _ in names))
+    for label, seconds in rows:
+        cells = "".join(f" {1e6 * seconds[n][0]:8.1f} {1e6 * seconds[n][1]:8.1f} {seconds[n][1] / seconds[n][0]:6.2f}x"
+                        for n in names)
+        print(f"  {label:<56}{cells}")
+
+
 def print_table(title, rows, names):
     """rows [(label, {input: seconds})]; ratios against the first row, per input."""
     print(f"\n{title}")
@@ -445,6 +477,18 @@ def run_tables(args, data32, data64, iters, loaded):
                     book, names)
 
 
+def run_load_tables(args, data32, data64, iters):
+    """fastbp's paths quiet and under load in turns (_load_in_turns), one table per net."""
+    names = list(data32)
+    fits = [(label, timer) for label, timer in compiled_paths(np.dtype(args.dtype).type)
+            if label.startswith("fastbp")]
+    for sizes in NETS:
+        rows = _load_in_turns(fits, sizes, data32, iters) + _load_in_turns(BOOK_PATHS[1:], sizes, data64, iters)
+        _progress_done()
+        print_load_table(f"{'-'.join(map(str, sizes))} relu, quiet and under load taken in turns: fastbp's "
+                         f"paths ({args.dtype} fit; the book's loop float64)", rows, names)
+
+
 def main(args):
     dtype = np.dtype(args.dtype).type
     versions = ", ".join(f"{d} {v}" for d in ("numba", "numpy", "scipy", "torch", "jax")
@@ -465,6 +509,7 @@ def main(args):
     if args.load:
         with busy_core():
             run_tables(args, data32, data64, max(args.iters // 4, 20), loaded=True)
+        run_load_tables(args, data32, data64, max(args.iters // 4, 20))
     if args.profile:
         x, t = data32["MNIST-like"]
         for sizes in NETS:

@@ -1,4 +1,5 @@
 """The ``fastbp`` command and the seeds' own scripts, run as a user runs them: in a subprocess."""
+import contextlib
 import json
 import os
 import re
@@ -190,6 +191,31 @@ def test_the_books_loop_paths_take_turns_and_report_their_median(monkeypatch):
                                    [784, 50, 10], data, 250)
     assert calls == [("book", 50), ("fastbp", 50)] * 10
     assert rows == [("book", {"A": 3.0, "B": 7.0}), ("fastbp", {"A": 1.0, "B": 2.0})]
+
+
+def test_load_table_takes_quiet_and_loaded_runs_in_turns(monkeypatch):
+    """fastbp bench --load's table of loaded / quiet: each path runs quiet, then with a core kept
+    busy, in turns, and each cell holds the medians of both."""
+    from fastbp import bench
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
+    calls = []
+
+    @contextlib.contextmanager
+    def busy_core():
+        calls.append("busy")
+        yield
+        calls.append("quiet")
+    monkeypatch.setattr(bench, "busy_core", busy_core)
+
+    seconds = [1, 3, 2, 9, 1, 4, 5, 6, 5, 7, 6, 8]   # (A: quiet 1 2 1, loaded 3 9 4; B: 5 5 6, 6 7 8)
+
+    def timer(sizes, x, t, iters):
+        calls.append(iters)
+        return seconds.pop(0)
+
+    rows = bench._load_in_turns([("fit", timer)], [784, 50, 10], {"A": (None, None), "B": (None, None)}, 20)
+    assert calls == [20, "busy", 20, "quiet"] * 6
+    assert rows == [("fit", {"A": (1.0, 4.0), "B": (5.0, 7.0)})]
 
 
 def test_version():
