@@ -101,7 +101,6 @@ class _Helper:
         self.sync = _sync.team_sync()       # a team call's stages; the helper judged across calls
         self.posting = threading.Lock()     # one caller at a time hands a call over
         self.wake = threading.Event()       # set to wake a sleeping helper
-        self.done = threading.Event()       # set when a call is done, for a caller that sleeps
         self.asleep = False
         self.job = None                     # (function, arguments) of the posted call
         self.result = self.error = None
@@ -128,7 +127,6 @@ class _Helper:
                 self.result, self.error = function(*arguments), None
             except BaseException as error:  # handed to the caller, which raises it
                 self.result, self.error = None, error
-            self.done.set()
             # DONE is the last touch of job and result (the caller owns them then)
             seen = _sync.publish_then_wait_for(self.flag, DONE, POSTED, HELPER_SPINS)
 
@@ -173,7 +171,6 @@ class _Helper:
         POSTED now or (``publish=False``) by the caller's next compiled call; wake it if it
         sleeps."""
         self.job = (function, arguments)
-        self.done.clear()
         if publish:
             _sync.publish(self.flag, POSTED)
         if self.asleep:
@@ -191,7 +188,7 @@ class _Helper:
         interrupted = None
         while _sync.wait_for(self.flag, DONE, CALLER_SPINS) != DONE:
             try:
-                self.done.wait(0.001)   # (parked mid-call: sleep rather than spin)
+                time.sleep(0.001)   # (parked mid-call: sleep rather than spin)
             except BaseException as error:
                 interrupted = error
         if interrupted is not None:
