@@ -1,9 +1,10 @@
 """The helper thread: a second core for fastbp's compiled calls, as a team of two threads.
 
 A team call runs function(rank, sync, ...) on the calling thread (rank 0) and on the helper
-(rank 1) at once; the kernel cuts its work into stages of two fixed parts each and the caller
-computes every part the helper has not claimed (kernels/_sync.py), so no result depends on which
-thread computed what, or on whether the helper took part at all. fit's steps (kernels/step.py
+(rank 1) at once; the kernel cuts its work into stages of two parts each, whose results do not
+depend on who computes them, and the caller computes every part the helper has not claimed
+(kernels/_sync.py), so no result depends on which thread computed what, or on whether the
+helper took part at all. fit's steps (kernels/step.py
 team_steps_csr, ~0.15 s of steps a call) and the nets' gradient and loss on a batch
 (kernels/net.py net_team, ~0.1-0.3 ms a call) run so.
 

@@ -237,7 +237,7 @@ def net_gradient(x, t, weights, biases, activation):
 # thread (rank 1) of a team. The caller first counts x's nonzeros (and so picks the lists or BLAS
 # for the first layer, as DENSE_SHARE, and finds entries that are not finite) and, for a
 # gradient, copies the hidden layers' W.T; the helper, posted by the same call, is not there yet.
-# Then two stages of two fixed parts each:
+# Then two stages of two parts each (where each is cut: below):
 #
 #   ROWS     rows 0:m and m:N: every layer's output, softmax, the rows' losses, and backward down
 #            to the first layer's output gradient (each row needs only its own inputs);
