@@ -237,41 +237,28 @@ def net_gradient(x, t, weights, biases, activation):
 # thread (rank 1) of a team. The caller first counts x's nonzeros (and so picks the lists or BLAS
 # for the first layer, as DENSE_SHARE, and finds entries that are not finite) and, for a
 # gradient, copies the hidden layers' W.T; the helper, posted by the same call, is not there yet.
-# Then two stages of two parts each (where each is cut: below):
+# Then two stages of two fixed parts each:
 #
 #   ROWS     rows 0:m and m:N: every layer's output, softmax, the rows' losses, and backward down
 #            to the first layer's output gradient (each row needs only its own inputs);
-#   WEIGHTS  every dW cut at a row: rows below the cut and from it (each row of dW is summed over
-#            the batch's rows in their order, wherever they were computed), and the db's (the
-#            caller's part).
+#   WEIGHTS  every dW cut at its middle row: rows below the cut and from it (each row of dW is
+#            summed over the batch's rows in their order, wherever they were computed), and the
+#            db's (the caller's part).
 #
-# So no result depends on which thread computed which part, on whether the helper took part at
-# all, or on where the cuts are; on the nonzero lists the numbers are net_loss's and
-# net_gradient's bits (tests/test_team.py). Nothing is combined afterwards, and each thread
-# writes only its own rows of each dW. The arrays of a call are the caller's: ``work``
-# (team_workspace, scratch that can be kept for the next call of the same shapes) and the
-# outputs (fresh for every call: they go to the layers and the user). The design before (each
-# thread a whole net_gradient on half of the rows, the two dWs then averaged: ~56 us of
+# So no result depends on which thread computed which part, or on whether the helper took part
+# at all; on the nonzero lists the numbers are net_loss's and net_gradient's bits (tests/
+# test_team.py). Nothing is combined afterwards, and each thread writes only its own rows of each
+# dW. The arrays of a call are the caller's: ``work`` (team_workspace, scratch that can be kept
+# for the next call of the same shapes) and the outputs (fresh for every call: they go to the
+# layers and the user). Rows are cut in half: the helper, posted by the caller's call, starts
+# about when the caller has counted x. Measured on a 2-core Zen 4 in the book's loop (784-50-10,
+# float64 net, float32 x, batch 100, MNIST-like), us per call (the caller's compiled part),
+# helper's share of the rows 0.45 / 0.5: gradient 191 / 169, loss 103 / 93. The design before
+# (each thread a whole net_gradient on half of the rows, the two dWs then averaged: ~56 us of
 # combining a call) took 1.25-1.3x as long an iteration of the book's loop as this one, on
 # MNIST-like and Fashion-MNIST batches (side by side in one process, a quiet phase of the VM).
-#
-# Where the cuts are: the caller's share of each stage (the workspace's ``shares``: the loss's
-# rows, the gradient's rows, the dWs' rows) moves after every stage the helper had a part of
-# toward the cut at which both parts would have ended together, by each thread's pace in that
-# stage (_rebalance). The helper's part counts from the stage's opening, so a helper that came
-# late gets less. Which thread is quicker changes with the VM's phase: measured on a 2-core Zen 4
-# in the book's loop (784-50-10, float64 net, float32 MNIST-like x, batch 100, cut in half), in
-# one phase the caller's half of the loss's rows took 85 us and the helper's 71 (the helper
-# reading the W1 rows the user's update had just written takes bandwidth from the caller's L2),
-# in another the helper's halves took 94 and 114 us of the gradient against the caller's 71 and
-# 80. BLAS's products (a dense batch) are always cut in half: how BLAS blocks a product's rows
-# may change its roundings.
 ROWS, WEIGHTS = 1, 2
-NONFINITE, DENSE, WANTS_BLAS, ROWS_CUT, WEIGHTS_CUT, HELPER_ENDED = 0, 1, 2, 3, 4, 5   # in ``facts``
-LOSS_ROWS, GRADIENT_ROWS, WEIGHT_ROWS = 0, 1, 2   # positions in the workspace's ``shares``
-PERMILLE = 1000            # WEIGHTS_CUT: the caller's share of each dW's rows, in thousandths
-SHARE_WEIGHT = 0.25        # how far one stage moves a share toward its balance
-SHARE_MIN = 0.2            # each thread keeps at least this share of a stage
+NONFINITE, DENSE, WANTS_BLAS = 0, 1, 2     # positions in the workspace's ``facts``
 
 
 def team_workspace(x, weights):
@@ -280,8 +267,7 @@ def team_workspace(x, weights):
     then per layer (its input's nonzero lists (none for the first), its output gradient (N, width),
     its W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists),
     per layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows),
-    each part's bounds (2, 2, N), the caller's shares of the stages (see above), and the
-    softmax's maxes, logsums and the rows' losses (N,))."""
+    each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
     n, size = x.shape
     dtype = weights[0].dtype
 
@@ -298,7 +284,7 @@ def team_workspace(x, weights):
     sums = tuple(_aligned_rows(*W.shape, W, False) for W in weights)
     return (np.empty(n, np.int64), np.zeros(8, np.int64), lists(n * first, x.dtype),
             np.empty((n if x.dtype != dtype else 0, size), dtype), inputs, grads, transposes,
-            grad_lists, sums, np.empty((2, 2, n), np.int64), np.full(3, 0.5), np.empty(n, np.float64),
+            grad_lists, sums, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
             np.empty(n, np.float64), np.empty(n, np.float64))
 
 
@@ -353,7 +339,7 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
 @jit
 def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient):
     """The ROWS stage's part for rows a:b (see above)."""
-    _, facts, x_lists, xd, inputs, grads, transposes, grad_lists, _, _, _, maxes, logsums, terms = work
+    _, facts, x_lists, xd, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
     n = x.shape[0]
     last = len(weights) - 1
     h = outputs[0]
@@ -396,11 +382,11 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
 @jit
 def _team_weights(work, part, x, weights, dWs, dbs):
     """The WEIGHTS stage's part ``part`` (see above)."""
-    _, facts, x_lists, xd, inputs, grads, _, _, sums, bounds, _, _, _, _ = work
+    _, facts, x_lists, xd, inputs, grads, _, _, sums, bounds, _, _, _ = work
     n = x.shape[0]
     for layer in range(len(weights)):
         below, width = weights[layer].shape
-        split = below * facts[WEIGHTS_CUT] // PERMILLE
+        split = below // 2
         p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
         if layer == 0 and facts[DENSE]:   # (beta 0: BLAS writes the rows whole)
@@ -420,46 +406,6 @@ def _team_weights(work, part, x, weights, dWs, dbs):
 
 
 @jit
-def _team_stage(sync, rank, stage, work, x, t, weights, biases, activation, outputs, y, dWs, dbs,
-                gradient):
-    """This thread's parts of ``stage``; -> True for the caller of a stage whose part 1 the
-    helper computed and whose cuts may move (a batch on the lists), after the helper wrote when
-    its part ended (facts[HELPER_ENDED]). The cuts are read once the stage is open (the caller
-    writes them before it opens the first)."""
-    facts = work[1]
-    helped = False
-    for part in range(2):
-        if _sync.team_part(sync, rank, stage, part):
-            if stage == ROWS:
-                m = facts[ROWS_CUT]
-                a, b = (0, m) if part == 0 else (m, x.shape[0])
-                _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient)
-            else:
-                _team_weights(work, part, x, weights, dWs, dbs)
-            if rank == 1:
-                facts[HELPER_ENDED] = _sync._cycles()
-            _sync.team_part_done(sync, rank, stage)
-        elif rank == 0:
-            helped = True
-    _sync.team_stage_done(sync, rank, stage)
-    return helped and not facts[DENSE]
-
-
-@jit
-def _rebalance(shares, k, sync, helper_ended, cut, n):
-    """After a stage the caller has just seen both parts of, the caller's part 0:cut of n, the
-    helper's cut:n, ended at helper_ended (time-stamp ticks): move shares[k] SHARE_WEIGHT of the
-    way toward the cut at which both parts would have ended together at this stage's paces."""
-    own = sync[_sync.OWN]                          # (the caller's part, from the stage's opening)
-    theirs = helper_ended - sync[_sync.STARTED]   # (the helper's, from the stage's opening too)
-    if own <= 0 or theirs <= 0 or cut <= 0 or cut >= n:
-        return
-    mine, its = cut / own, (n - cut) / theirs      # rows a tick
-    share = shares[k] + SHARE_WEIGHT * (mine / (mine + its) - shares[k])
-    shares[k] = min(max(share, SHARE_MIN), 1 - SHARE_MIN)
-
-
-@jit
 def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, outputs, y, dWs, dbs,
              gradient, blas_limited):
     """net_loss (``gradient`` False) or net_gradient of x (N, D) C-contiguous with class indices
@@ -473,8 +419,7 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     (not ``blas_limited``: limiting it costs ~5 us a call, and sparse batches need no BLAS) stops
     before the first stage with facts[WANTS_BLAS] set, for the caller to call again with the
     limit held (two threads of BLAS beside the helper would oversubscribe the cores)."""
-    counts, facts, _, _, _, _, transposes, _, _, _, shares, _, _, terms = work
-    n = x.shape[0]
+    counts, facts, _, _, _, _, transposes, _, _, _, _, _, terms = work
     if rank == 0:   # (before the first stage opens: the helper reads none of this until then)
         _sync.publish(flag, state)
         facts[NONFINITE] = sparse._count_nonzeros(x, counts)
@@ -487,20 +432,20 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
         if gradient:
             for layer in range(1, len(weights)):
                 _transpose_into(weights[layer], weights[layer].shape[1], transposes[layer])
-        if facts[DENSE]:
-            facts[ROWS_CUT], facts[WEIGHTS_CUT] = (n + 1) // 2, PERMILLE // 2
-        else:
-            facts[ROWS_CUT] = min(max(round(n * shares[GRADIENT_ROWS if gradient else LOSS_ROWS]), 1), n - 1)
-            facts[WEIGHTS_CUT] = round(PERMILLE * shares[WEIGHT_ROWS])
-    if _team_stage(sync, rank, ROWS, work, x, t, weights, biases, activation, outputs, y, dWs, dbs,
-                   gradient):
-        _rebalance(shares, GRADIENT_ROWS if gradient else LOSS_ROWS, sync, facts[HELPER_ENDED],
-                   facts[ROWS_CUT], n)
-    if gradient and _team_stage(sync, rank, WEIGHTS, work, x, t, weights, biases, activation, outputs,
-                                y, dWs, dbs, gradient):
-        below = weights[0].shape[0]
-        _rebalance(shares, WEIGHT_ROWS, sync, facts[HELPER_ENDED], below * facts[WEIGHTS_CUT] // PERMILLE,
-                   below)
+    n = x.shape[0]
+    m = (n + 1) // 2
+    for part in range(2):
+        if _sync.team_part(sync, rank, ROWS, part):
+            a, b = (0, m) if part == 0 else (m, n)
+            _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient)
+            _sync.team_part_done(sync, rank, ROWS)
+    _sync.team_stage_done(sync, rank, ROWS)
+    if gradient:
+        for part in range(2):
+            if _sync.team_part(sync, rank, WEIGHTS, part):
+                _team_weights(work, part, x, weights, dWs, dbs)
+                _sync.team_part_done(sync, rank, WEIGHTS)
+        _sync.team_stage_done(sync, rank, WEIGHTS)
     if rank != 0:
         return 0.0, 0
     total = 0.0

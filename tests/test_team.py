@@ -295,55 +295,6 @@ def test_a_nets_team_computes_net_gradient_and_net_loss(sizes, dtype, gradient):
                 np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("gradient", [True, False])
-def test_a_nets_team_gives_the_same_bits_wherever_the_cuts_are(gradient):
-    """The caller's shares of the stages (they follow the threads' paces) move the cuts between
-    the two parts: on the nonzero lists that changes no bit; a dense batch's cuts stay at the
-    middle (BLAS may round a product's rows otherwise when it blocks them otherwise)."""
-    from fastbp.kernels import net as net_kernels
-    shares_at = 10   # (the workspace's shares: see team_workspace)
-    unposted = (np.zeros(1, np.int64), 0)
-    for zeros in (0.8, 0.0):
-        runs = []
-        for share in (0.5, 0.2, 0.8, 0.37):
-            arguments = _net_team_call(7, [40, 17, 8, 5], np.float64, zeros, gradient, rows=60)
-            work = arguments[0]
-            work[shares_at][:] = share
-            runs.append(_results(arguments, net_kernels.net_team(0, _sync.alone_sync(), *unposted, *arguments)))
-            facts = work[1]
-            if zeros:
-                assert facts[net_kernels.ROWS_CUT] == round(60 * share)
-                assert facts[net_kernels.WEIGHTS_CUT] == round(1000 * share)
-            else:
-                assert facts[net_kernels.ROWS_CUT] == 30 and facts[net_kernels.WEIGHTS_CUT] == 500
-        for run in runs[1:]:
-            assert len(run) == len(runs[0])
-            for a, b in zip(runs[0], run):
-                np.testing.assert_array_equal(a, b)
-
-
-def test_rebalance_moves_a_share_toward_the_cut_where_both_parts_end_together():
-    """The caller's 50 rows took 100 ticks, the helper's 50 took 200 from the stage's opening:
-    the caller is twice as quick, so both would end together at a share of 2/3; one stage moves
-    SHARE_WEIGHT of the way there, and no share passes SHARE_MIN or 1 - SHARE_MIN."""
-    from fastbp.kernels import net as net_kernels
-    sync = _sync.team_sync()
-    sync[_sync.STARTED], sync[_sync.OWN] = 1000, 100
-    shares = np.full(3, 0.5)
-    net_kernels._rebalance(shares, 1, sync, 1200, 50, 100)
-    assert shares[1] == pytest.approx(0.5 + net_kernels.SHARE_WEIGHT * (2 / 3 - 0.5))
-    assert shares[0] == shares[2] == 0.5
-    for _ in range(50):
-        net_kernels._rebalance(shares, 1, sync, 1200, 50, 100)
-    assert shares[1] == pytest.approx(2 / 3)
-    sync[_sync.OWN] = 10_000   # (a caller a hundred times slower: the helper gets what it may)
-    for _ in range(50):
-        net_kernels._rebalance(shares, 1, sync, 1200, 50, 100)
-    assert shares[1] == net_kernels.SHARE_MIN
-    net_kernels._rebalance(shares, 1, sync, 900, 50, 100)   # (no time: nothing learnt)
-    assert shares[1] == net_kernels.SHARE_MIN
-
-
 @needs_helper
 @pytest.mark.parametrize("sizes", [[40, 9, 4], [40, 17, 8, 5]])
 @pytest.mark.parametrize("zeros", [0.8, 0.0])
