@@ -1,10 +1,9 @@
 """The helper thread: a second core for fastbp's compiled calls, as a team of two threads.
 
 A team call runs function(rank, sync, ...) on the calling thread (rank 0) and on the helper
-(rank 1) at once; the kernel cuts its work into stages of two parts each, whose results do not
-depend on who computes them, and the caller computes every part the helper has not claimed
-(kernels/_sync.py), so no result depends on which thread computed what, or on whether the
-helper took part at all. fit's steps (kernels/step.py
+(rank 1) at once; the kernel cuts its work into stages of two fixed parts each and the caller
+computes every part the helper has not claimed (kernels/_sync.py), so no result depends on which
+thread computed what, or on whether the helper took part at all. fit's steps (kernels/step.py
 team_steps_csr, ~0.15 s of steps a call) and the nets' gradient and loss on a batch
 (kernels/net.py net_team, ~0.1-0.3 ms a call) run so.
 
@@ -47,11 +46,12 @@ class _Cycles:
     """Team or alone for the short calls a user's loop makes (the nets' gradient and loss), chosen
     by the time the loop takes. A cycle runs from one call of the leading kind (the first kind
     seen: the book's loop's gradient on its batch shape) to the next, the user's own work
-    included: after a team's gradient the in-place update takes longer (the helper's rows of dW
-    and the W rows it read cross between the cores), which no timing of the call alone shows.
-    The cycles go as a team unless those measured alone have been shorter; EXPLORE cycles in every
-    EVERY go the other way, the first of them not counted (the caches of the other way, a helper
-    that slept). Calls of other kinds go the way of their cycle.
+    included: after a team's gradient the in-place update takes longer (50-65 us in the loop
+    against 36 after a one-thread call; not the helper's rows of dW: with every dW row computed
+    by the caller it took as long, so likely the W rows the helper read), which no timing of the
+    call alone shows. The cycles go as a team unless those measured alone have been shorter;
+    EXPLORE cycles in every EVERY go the other way, the first of them not counted (the caches of
+    the other way, a helper that slept). Calls of other kinds go the way of their cycle.
 
     Measured on a 2-core Zen 4 VM (784-50-10, float64 net, MNIST-like batches): a team's cycle
     ~480 us against ~620 alone in most phases; in others the VM's cross-core traffic is slow and
