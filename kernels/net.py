@@ -101,6 +101,47 @@ def _input_csr(x, dense_above=1.0):
 
 
 @jit
+def _first_csr(x, dense_above=1.0):
+    """The first layer's input lists of x (N, D), C-contiguous: (columns, values (x's dtype),
+    chunks (N, chunk_count(D) + 1): where each row's nonzeros begin chunk by chunk and end (see
+    sparse._compress_row), how many entries of x are NaN or infinite, dense); when more than
+    ``dense_above`` of x's entries are nonzero, dense is True and the lists are empty."""
+    n, d = x.shape
+    counts = np.empty(n, np.int64)
+    nonfinite = sparse._count_nonzeros(x, counts)
+    chunks = np.empty((n, sparse.chunk_count(d) + 1), np.int64)
+    if counts.sum() > dense_above * x.size:
+        return np.empty(0, np.int32), np.empty(0, x.dtype), chunks[:0], nonfinite, True
+    columns = np.empty(counts.sum(), np.int32)
+    values = np.empty(counts.sum(), x.dtype)
+    sparse._compress_rows_chunked(x, 0, n, columns, values, chunks)
+    return columns, values, chunks, nonfinite, False
+
+
+@jit
+def _epilogue(last, activation):
+    """What a layer's product does with its sums: ReLU on the way out unless ``last``."""
+    return STORE_RELU if not last and activation == RELU else STORE
+
+
+@jit
+def _first_layer_into(chunks, columns, values, W, b, last, activation, out):
+    """The first layer's output into out, its input as chunked lists (_first_csr): the
+    activation unless ``last``."""
+    sparse._chunked_times(chunks, columns, values, W, b, out, _epilogue(last, activation))
+    if not last and activation != RELU:
+        _activate(out, activation)
+
+
+@jit
+def _first_layer(chunks, columns, values, W, b, last, activation):
+    """_first_layer_into a new array."""
+    out = np.empty((chunks.shape[0], W.shape[1]), W.dtype)
+    _first_layer_into(chunks, columns, values, W, b, last, activation, out)
+    return out
+
+
+@jit
 def _layer(lo, hi, columns, values, W, b, last, activation):
     """One layer's output for inputs given as row slices of nonzero lists."""
     out = np.empty((lo.size, W.shape[1]), W.dtype)
@@ -111,20 +152,19 @@ def _layer(lo, hi, columns, values, W, b, last, activation):
 @jit
 def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
     """_layer's output into out (one row per slice lo[r]:hi[r]): the activation unless ``last``."""
-    epilogue = STORE_RELU if not last and activation == RELU else STORE
-    _times(lo, hi, columns, values, W, b, W.shape[1], out, epilogue, out)
+    _times(lo, hi, columns, values, W, b, W.shape[1], out, _epilogue(last, activation), out)
     if not last and activation != RELU:
         _activate(out, activation)
 
 
 @jit
 def _forward(x, weights, biases, activation, dense_ok):
-    """-> ([h1, ..., scores], the first layer's input (its lists, and x in the weights' dtype when
+    """-> ([h1, ..., scores], the first layer's input (its chunked lists, and x in the weights' dtype when
     the product went to BLAS (see DENSE_SHARE; only if ``dense_ok``), else an empty array), the
     hidden layers' input lists, how many entries of x are not finite). x (N, D) C-contiguous."""
     last = len(weights) - 1
     W = weights[0]
-    columns, values, lo, hi, nonfinite, dense = _input_csr(x, DENSE_SHARE if dense_ok else 1.0)
+    columns, values, chunks, nonfinite, dense = _first_csr(x, DENSE_SHARE if dense_ok else 1.0)
     xd = np.empty((0, 0), W.dtype)
     if dense:
         xd = _in_dtype_of(x, W)
@@ -134,8 +174,8 @@ def _forward(x, weights, biases, activation, dense_ok):
             _activate(out, activation)
         outputs = [out]
     else:
-        outputs = [_layer(lo, hi, columns, values, W, biases[0], last == 0, activation)]
-    first = (columns, values, lo, hi, xd)
+        outputs = [_first_layer(chunks, columns, values, W, biases[0], last == 0, activation)]
+    first = (columns, values, chunks, xd)
     none = np.empty(0, np.int64)
     hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none)]
     hidden.pop()  # (typed by a dummy first element: a net without hidden layers has none)
@@ -165,14 +205,11 @@ def net_loss(x, t, weights, biases, activation):
 
 
 @jit
-def _add_outer_into_new(lo, hi, columns, values, d, W):
-    """X^T d as a fresh C-contiguous (D, H) array for a layer W (D, H), summed in zeroed 64-byte
-    padded rows (see step._aligned_rows)."""
-    below, width = W.shape
-    sums = _aligned_rows(below, width, W)
-    _add_outer(lo, hi, columns, values, d, sums, width, 1.0)
-    dW = np.empty((below, width), W.dtype)
-    _copy_rows(sums, 0, below, dW)
+def _copied_out(sums, W):
+    """A layer's dW summed in padded rows (step._aligned_rows: see _team_weights) as a fresh
+    C-contiguous array of W's shape."""
+    dW = np.empty(W.shape, W.dtype)
+    _copy_rows(sums, 0, W.shape[0], dW)
     return dW
 
 
@@ -202,16 +239,21 @@ def net_gradient(x, t, weights, biases, activation):
         W = weights[layer]
         below, width = W.shape
         if layer == 0:
-            columns, values, lo, hi, xd = first   # (x's dtype: a call of its own)
+            columns, values, chunks, xd = first   # (x's dtype: a call of its own)
             if xd.shape[0]:   # the product went to BLAS: x.T @ d too
                 dW = np.empty((below, width), y.dtype)
                 _gemm(xd, True, d, False, dW, 1.0, 0.0)
                 dWs.append(dW)
-            else:
-                dWs.append(_add_outer_into_new(lo, hi, columns, values, d, W))
+            else:   # (summed in zeroed padded rows)
+                sums = _aligned_rows(below, width, W)
+                sparse._chunked_add_outer(chunks, 0, chunks.shape[1] - 1, columns, values, d, sums,
+                                          sums.shape[1], 1.0)
+                dWs.append(_copied_out(sums, W))
         else:
             columns, values, lo, hi = hidden[layer - 1]
-            dWs.append(_add_outer_into_new(lo, hi, columns, values, d, W))
+            sums = _aligned_rows(below, width, W)
+            _add_outer(lo, hi, columns, values, d, sums, width, 1.0)
+            dWs.append(_copied_out(sums, W))
         db = np.zeros(width, y.dtype)
         sparse._column_sums_into(d, n, width, width, db, 1.0)
         dbs.append(db)
@@ -263,7 +305,7 @@ NONFINITE, DENSE, WANTS_BLAS = 0, 1, 2     # positions in the workspace's ``fact
 
 def team_workspace(x, weights):
     """Scratch for net_team on x (N, D) C-contiguous and the weights: (counts, facts, x's nonzero
-    lists (columns, values, lo, hi), x in the weights' dtype (N, D) when that differs (for BLAS),
+    lists (columns, values, chunks: see _first_csr), x in the weights' dtype (N, D) when that differs (for BLAS),
     then per layer (its input's nonzero lists (none for the first), its output gradient (N, width),
     its W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists),
     per layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows),
@@ -276,13 +318,15 @@ def team_workspace(x, weights):
                 np.empty(n, np.int64))
 
     first = weights[0].shape[0]
+    x_lists = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
+               np.empty((n, sparse.chunk_count(first) + 1), np.int64))
     inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
                        for layer, W in enumerate(weights))
     grad_lists = tuple(lists(n * W.shape[1], dtype) for W in weights)
     sums = tuple(_aligned_rows(*W.shape, W, False) for W in weights)
-    return (np.empty(n, np.int64), np.zeros(8, np.int64), lists(n * first, x.dtype),
+    return (np.empty(n, np.int64), np.zeros(8, np.int64), x_lists,
             np.empty((n if x.dtype != dtype else 0, size), dtype), inputs, grads, transposes,
             grad_lists, sums, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
             np.empty(n, np.float64), np.empty(n, np.float64))
@@ -350,10 +394,10 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
         if last > 0:
             _activate(h[a:b], activation)
     else:
-        columns, values, lo, hi = x_lists
-        sparse._compress_rows_into(x, a, b, columns, values, lo, hi)
-        _layer_into(lo[a:b], hi[a:b], columns, values, weights[0], biases[0], last == 0, activation,
-                    h[a:b])
+        columns, values, chunks = x_lists
+        sparse._compress_rows_chunked(x, a, b, columns, values, chunks)
+        _first_layer_into(chunks[a:b], columns, values, weights[0], biases[0], last == 0, activation,
+                          h[a:b])
     for layer in range(1, last + 1):
         columns, values, lo, hi = inputs[layer]
         sparse._compress_rows_into(outputs[layer - 1], a, b, columns, values, lo, hi)
@@ -386,16 +430,21 @@ def _team_weights(work, part, x, weights, dWs, dbs):
     n = x.shape[0]
     for layer in range(len(weights)):
         below, width = weights[layer].shape
-        split = below // 2
+        chunks = sparse.chunk_count(below)
+        # (the first layer's cut between chunks: its lists' parts are whole chunks)
+        split = below // 2 if layer else min(below, chunks // 2 * sparse.CHUNK)
         p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
         if layer == 0 and facts[DENSE]:   # (beta 0: BLAS writes the rows whole)
-            _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1], 1.0, 0.0)
+            if p1 > p0:
+                _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1], 1.0, 0.0)
             continue
         acc = sums[layer]   # (summed in padded rows, then handed over as plain ones)
         acc[p0:p1] = 0
         if layer == 0:   # (x's lists hold x's dtype)
-            _add_outer_part(x_lists, split, part, bounds[part], grads[0], acc, width)
+            columns, values, x_chunks = x_lists
+            c0, c1 = (0, chunks // 2) if part == 0 else (chunks // 2, chunks)
+            sparse._chunked_add_outer(x_chunks, c0, c1, columns, values, grads[0], acc, acc.shape[1], 1.0)
         else:
             _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
         _copy_rows(acc, p0, p1, dW)
@@ -473,9 +522,9 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off, book):
     """(the mean cross-entropy of the net (see _mean_loss) on the first layer's input lists
     ``first`` with labels t, whether a ReLU's mask h <= 0 differs from ``relu_off`` (the unshifted
     masks, hidden layer by layer) for some sample)."""
-    columns, values, lo, hi, _ = first
+    columns, values, chunks, _ = first
     last = len(weights) - 1
-    h = _layer(lo, hi, columns, values, weights[0], biases[0], last == 0, activation)
+    h = _first_layer(chunks, columns, values, weights[0], biases[0], last == 0, activation)
     flipped = False
     for layer in range(1, last + 1):
         if activation == RELU and not flipped:
@@ -547,8 +596,8 @@ def net_labels(x, weights, biases, activation):
     last = len(weights) - 1
     for start in range(0, n, 2048):
         rows = np.ascontiguousarray(x[start:start + 2048])
-        columns, values, lo, hi, _, _ = _input_csr(rows)
-        h = _layer(lo, hi, columns, values, weights[0], biases[0], last == 0, activation)
+        columns, values, chunks, _, _ = _first_csr(rows)
+        h = _first_layer(chunks, columns, values, weights[0], biases[0], last == 0, activation)
         for layer in range(1, last + 1):
             c, v, l, e, _, _ = _input_csr(h)
             h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)

@@ -493,6 +493,63 @@ def test_compression_stores_exactly_the_nonzeros_and_nothing_past_them(d, dtype)
     assert (values[nnz:] == sentinel).all() and (columns[nnz:] == sentinel).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 63, 64, 65, 130, 784])
+def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
+    """Rows a:b packed from a * D on, and chunks[r, c] where row r's nonzeros at columns
+    c * CHUNK on begin (its end last): two row ranges compressed apart give the whole batch's."""
+    from fastbp.kernels import sparse
+    rng = np.random.default_rng(d)
+    x = sparse_rows(rng, 7, d, dtype, zeros=0.6)
+    x[3] = 0
+    x[4, :min(d, sparse.CHUNK)] = 0          # a first chunk with nothing in it
+    columns, values = np.full(7 * d, -1, np.int32), np.zeros(7 * d, dtype)
+    chunks = np.full((7, sparse.chunk_count(d) + 1), -1, np.int64)
+    sparse._compress_rows_chunked(x, 0, 3, columns, values, chunks)
+    sparse._compress_rows_chunked(x, 3, 7, columns, values, chunks)
+    assert chunks.shape[1] == -(-d // sparse.CHUNK) + 1
+    for r in range(7):
+        assert chunks[r, 0] == (r * d if r in (0, 3) else chunks[r - 1, -1])
+        for c in range(chunks.shape[1] - 1):
+            k0, k1 = chunks[r, c], chunks[r, c + 1]
+            inside = np.flatnonzero(x[r, c * sparse.CHUNK:(c + 1) * sparse.CHUNK]) + c * sparse.CHUNK
+            np.testing.assert_array_equal(columns[k0:k1], inside)
+            np.testing.assert_array_equal(values[k0:k1], x[r, inside])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d,h", [(784, 50), (784, 10), (130, 256), (64, 300), (1, 50)])
+def test_chunked_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
+    """X @ W + b (with and without ReLU) and X^T D chunk by chunk add the same numbers in the same
+    order as row by row: equal to the last bit, at every tile width (10 to 300 columns)."""
+    from fastbp.kernels import sparse
+    rng = np.random.default_rng(d + h)
+    n = 9
+    x = sparse_rows(rng, n, d, dtype, zeros=0.7)
+    x[2] = 0
+    W, b = rng.standard_normal((d, h)).astype(dtype), rng.standard_normal(h).astype(dtype)
+    D = rng.standard_normal((n, h)).astype(dtype)
+    columns, values = np.empty(n * d, np.int32), np.empty(n * d, dtype)
+    chunks = np.empty((n, sparse.chunk_count(d) + 1), np.int64)
+    sparse._compress_rows_chunked(x, 0, n, columns, values, chunks)
+    lo, hi = chunks[:, 0].copy(), chunks[:, -1].copy()
+    for epilogue in (sparse.STORE, sparse.STORE_RELU):
+        for bias in (b, b[:0]):
+            want, got = np.empty((n, h), dtype), np.full((n, h), np.nan, dtype)
+            sparse._rows_times(lo, hi, columns, values, W, h, bias, h, want, h, epilogue, want)
+            sparse._chunked_times(chunks, columns, values, W, bias, got, epilogue)
+            np.testing.assert_array_equal(got, want)
+    assert np.allclose(want, np.maximum(x.astype(np.float64) @ W, 0), rtol=1e-4, atol=1e-4)
+    start = rng.standard_normal((d, h)).astype(dtype)
+    want, got = start.copy(), start.copy()
+    sparse._add_outer(lo, hi, columns, values, D, h, want, h, h, 0.5)
+    cut = chunks.shape[1] // 2   # (as two threads would: chunks 0:cut, then cut:)
+    sparse._chunked_add_outer(chunks, 0, cut, columns, values, D, got, h, 0.5)
+    sparse._chunked_add_outer(chunks, cut, chunks.shape[1] - 1, columns, values, D, got, h, 0.5)
+    np.testing.assert_array_equal(got, want)
+    assert np.allclose(want, start + 0.5 * x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("sizes", BOOK_NETS)
 @pytest.mark.parametrize("activation", [0, 1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
