@@ -8,11 +8,11 @@ output, the softmax probabilities, the loss and the gradients. Labels are class 
 (y - t) / N are the same numbers for both).
 
 The first layer reads the caller's x as it is (float32 images into a float64 net need no
-converted copy) through its nonzero lists, made per call in two vector passes that also count
-the entries that are not finite (``nonfinite``, for the caller to refuse such input); when more
-than DENSE_SHARE of x is nonzero, its products are BLAS calls instead (x converted to the
-weights' dtype if it has another). The hidden layers read their inputs' nonzero lists (ReLU
-leaves about half of them zero).
+converted copy) through its nonzero lists, cut in column chunks (sparse.CHUNK) and made per
+call in two vector passes that also count the entries that are not finite (``nonfinite``, for
+the caller to refuse such input); when more than DENSE_SHARE of x is nonzero, its products are
+BLAS calls instead (x converted to the weights' dtype if it has another). The hidden layers
+read their inputs' nonzero lists (ReLU leaves about half of them zero).
 """
 import numpy as np
 from numba.extending import overload
@@ -159,9 +159,10 @@ def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
 
 @jit
 def _forward(x, weights, biases, activation, dense_ok):
-    """-> ([h1, ..., scores], the first layer's input (its chunked lists, and x in the weights' dtype when
-    the product went to BLAS (see DENSE_SHARE; only if ``dense_ok``), else an empty array), the
-    hidden layers' input lists, how many entries of x are not finite). x (N, D) C-contiguous."""
+    """-> ([h1, ..., scores], the first layer's input (its chunked lists, and x in the weights'
+    dtype when the product went to BLAS (see DENSE_SHARE; only if ``dense_ok``), else an empty
+    array), the hidden layers' input lists, how many entries of x are not finite). x (N, D)
+    C-contiguous."""
     last = len(weights) - 1
     W = weights[0]
     columns, values, chunks, nonfinite, dense = _first_csr(x, DENSE_SHARE if dense_ok else 1.0)
@@ -305,11 +306,12 @@ NONFINITE, DENSE, WANTS_BLAS = 0, 1, 2     # positions in the workspace's ``fact
 
 def team_workspace(x, weights):
     """Scratch for net_team on x (N, D) C-contiguous and the weights: (counts, facts, x's nonzero
-    lists (columns, values, chunks: see _first_csr), x in the weights' dtype (N, D) when that differs (for BLAS),
-    then per layer (its input's nonzero lists (none for the first), its output gradient (N, width),
-    its W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists),
-    per layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows),
-    each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
+    lists (columns, values, chunks: see _first_csr), x in the weights' dtype (N, D) when that
+    differs (for BLAS), then per layer (its input's nonzero lists (none for the first), its
+    output gradient (N, width), its W.T (64-byte padded rows; none for the first), the output
+    gradient's nonzero lists), per layer dW's sums (D, H in 64-byte padded rows: _add_outer's
+    rows; see step._aligned_rows), each part's bounds (2, 2, N), and the softmax's maxes,
+    logsums and the rows' losses (N,))."""
     n, size = x.shape
     dtype = weights[0].dtype
 

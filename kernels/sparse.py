@@ -34,10 +34,10 @@ PREFETCH_ROWS = 2
 # columns): every row of the batch takes its nonzeros in one chunk before the next chunk's W
 # rows come in, so a chunk of W is read from L1 by all the rows instead of each row streaming
 # its own W rows from L2 (a row's sums wait in the output meanwhile; the additions are the same,
-# in the same order). Measured on a 2-core Zen 4, float64 W (784, 50), 50 rows, us per product
-# (row by row -> chunks of 64): MNIST-like 38.5 -> 28.3, Fashion-MNIST 90.1 -> 65.0; X^T D into
-# 392 rows of dW from 100 rows: 55.5 -> 40.8 and 115.9 -> 90.3. 64 columns: a compression
-# tile of float32 (chunks of 48 to 128 columns were within 10 % of it on both).
+# in the same order). Measured on a 2-core Zen 4, float64 W (784, 50), us per product, row by
+# row -> chunks of 64, warm: 50 MNIST-like rows 40 -> 35 (Fashion-MNIST 91 -> 79); X^T D into 384
+# rows of dW from 100 rows 55-60 -> 48-52 (119 -> 108). 64 columns: a compression tile of float32
+# (chunks of 48 to 128 columns took within 10 % of it in a first version of these loops).
 CHUNK = 64
 
 
@@ -236,12 +236,15 @@ def _chunked_slice(zero, chunks, columns, values, W, b, c0, n, out, epilogue):
                 continue
             o = r * width + c0
             acc = simd.load(zero, out, o, n)
-            if n >= simd.lanes(acc):   # (the loops written here: a callee returning the tile took 1.6x as long)
+            # (the loops are written out here: a callee returning the tile took 1.6x as long)
+            if n >= simd.lanes(acc):
                 for k in range(start, end):
-                    acc = simd.fma(simd.splat(acc, values[k]), simd.load_full(acc, W, columns[k] * width + c0), acc)
+                    row = simd.load_full(acc, W, columns[k] * width + c0)
+                    acc = simd.fma(simd.splat(acc, values[k]), row, acc)
             else:
                 for k in range(start, end):
-                    acc = simd.fma(simd.splat(acc, values[k]), simd.load(acc, W, columns[k] * width + c0, n), acc)
+                    row = simd.load(acc, W, columns[k] * width + c0, n)
+                    acc = simd.fma(simd.splat(acc, values[k]), row, acc)
             simd.store(out, o, n, acc)
     if epilogue == STORE_RELU:
         for r in range(rows):
@@ -334,11 +337,13 @@ def _chunked_add_outer_slice(zero, chunks, c0, c1, columns, values, D, W, w_stri
             if n >= simd.lanes(g):   # (the loops written here, as in _chunked_slice)
                 for k in range(start, end):
                     offset = columns[k] * w_stride + s0
-                    simd.store_full(W, offset, simd.fma(simd.splat(g, values[k]), g, simd.load_full(g, W, offset)))
+                    row = simd.fma(simd.splat(g, values[k]), g, simd.load_full(g, W, offset))
+                    simd.store_full(W, offset, row)
             else:
                 for k in range(start, end):
                     offset = columns[k] * w_stride + s0
-                    simd.store(W, offset, n, simd.fma(simd.splat(g, values[k]), g, simd.load(g, W, offset, n)))
+                    row = simd.fma(simd.splat(g, values[k]), g, simd.load(g, W, offset, n))
+                    simd.store(W, offset, n, row)
     return s0 + simd.lanes(zero)
 
 
@@ -354,17 +359,17 @@ def _chunked_add_outer(chunks, c0, c1, columns, values, D, W, w_stride, scale):
         n = width - s0
         size = _slice_bytes(n * W.itemsize)
         if size == 1024:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 1024), chunks, c0, c1, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 1024), chunks, c0, c1, columns, values, D, W,
+                                          w_stride, s0, n, scale)
         elif size == 512:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 512), chunks, c0, c1, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 512), chunks, c0, c1, columns, values, D, W,
+                                          w_stride, s0, n, scale)
         elif size == 256:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 256), chunks, c0, c1, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 256), chunks, c0, c1, columns, values, D, W,
+                                          w_stride, s0, n, scale)
         else:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 64), chunks, c0, c1, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 64), chunks, c0, c1, columns, values, D, W,
+                                          w_stride, s0, n, scale)
 
 
 @jit
