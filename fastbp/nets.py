@@ -46,7 +46,7 @@ ACTIVATION_CODES = {Relu: reference.RELU, Sigmoid: reference.SIGMOID, Tanh: refe
 TRAIN_FLG_LAYERS = (Dropout, BatchNormalization)  # forward(x, train_flg): training differs from testing
 NUMERICAL_STEP = 1e-4   # the book's h
 # The compiled calls take any density: the first layer's products on x's nonzero lists, or by
-# BLAS for denser batches (kernels/net.py _dense_share). Their BLAS runs on one thread (see
+# BLAS for denser batches (kernels/net.py DENSE_SHARE). Their BLAS runs on one thread (see
 # _Plan.run and run_team): the second core is the helper's (below); two-thread BLAS beside it
 # would oversubscribe the cores, and on a machine whose other core is busy, two-thread BLAS waits for
 # a parked thread and a product takes milliseconds (the book's loop through the layers, 784-50-10

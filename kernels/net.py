@@ -10,9 +10,9 @@ output, the softmax probabilities, the loss and the gradients. Labels are class 
 The first layer reads the caller's x as it is (float32 images into a float64 net need no
 converted copy) through its nonzero lists, cut in column chunks (sparse.CHUNK) and made per
 call in two vector passes that also count the entries that are not finite (``nonfinite``, for
-the caller to refuse such input); when more than a share of x is nonzero (_dense_share), its
-products are BLAS calls instead (x converted to the weights' dtype if it has another). The
-hidden layers read their inputs' nonzero lists (ReLU leaves about half of them zero).
+the caller to refuse such input); when more than DENSE_SHARE of x is nonzero, its products are
+BLAS calls instead (x converted to the weights' dtype if it has another). The hidden layers
+read their inputs' nonzero lists (ReLU leaves about half of them zero).
 """
 import numpy as np
 from numba.extending import overload
@@ -26,22 +26,11 @@ from .step import (RELU, _activate, _activation_backward, _add_outer, _affine_in
                    _gemm, _times, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
-# than a share of the batch x is nonzero (_dense_share): the lists' work grows with the
-# nonzeros, BLAS's does not. Where a chunk of W's rows (sparse.CHUNK) fits in L1 the lists read
-# it from there and keep up with BLAS to a higher share. Measured on a 2-core Zen 4, a batch of
-# 100, x float32, float64 W (784, 50) (a 25 KiB chunk), one thread, us for x @ W + b and X^T d:
-# lists 194 at MNIST's 19 % nonzero, 363 at 40 %, 433 at 50 %, 509 at 60 %; BLAS 392 at any share.
-# In the book's loop (two threads; the lists need no converted x and no BLAS held at one
-# thread), Fashion-MNIST batches (45-55 % nonzero) took 0.91-0.94x as long on the lists as by
-# BLAS (one process, in turns, 12 rounds, twice); with W (784, 256) (a 128 KiB chunk) 1.13x.
-DENSE_SHARE, DENSE_SHARE_L1 = 0.3, 0.6
-L1_BYTES = 32 * 1024   # (the least of the CPUs fastbp meets: Zen 3 and 4 have 32 KiB)
-
-
-@jit
-def _dense_share(W):
-    """The share of nonzeros in x above which the first layer's products (W (D, H)) go to BLAS."""
-    return DENSE_SHARE_L1 if sparse.CHUNK * W.shape[1] * W.itemsize <= L1_BYTES else DENSE_SHARE
+# than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
+# does not. Measured on a 2-core Zen 4, a batch of 100 (784-50-10, float64, one BLAS thread, the
+# halves on two threads), us per call, gradient + loss: lists 263 + 125 at MNIST's 19 % nonzero
+# (and growing with the nonzeros), BLAS 339 + 188 at any density.
+DENSE_SHARE = 0.3
 
 
 @jit
@@ -171,12 +160,12 @@ def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
 @jit
 def _forward(x, weights, biases, activation, dense_ok):
     """-> ([h1, ..., scores], the first layer's input (its chunked lists, and x in the weights'
-    dtype when the product went to BLAS (see _dense_share; only if ``dense_ok``), else an empty
+    dtype when the product went to BLAS (see DENSE_SHARE; only if ``dense_ok``), else an empty
     array), the hidden layers' input lists, how many entries of x are not finite). x (N, D)
     C-contiguous."""
     last = len(weights) - 1
     W = weights[0]
-    columns, values, chunks, nonfinite, dense = _first_csr(x, _dense_share(W) if dense_ok else 1.0)
+    columns, values, chunks, nonfinite, dense = _first_csr(x, DENSE_SHARE if dense_ok else 1.0)
     xd = np.empty((0, 0), W.dtype)
     if dense:
         xd = _in_dtype_of(x, W)
@@ -289,7 +278,7 @@ def net_gradient(x, t, weights, biases, activation):
 #
 # net_team computes what net_loss / net_gradient do, as the caller (rank 0) and maybe the helper
 # thread (rank 1) of a team. The caller first counts x's nonzeros (and so picks the lists or BLAS
-# for the first layer, as _dense_share, and finds entries that are not finite) and, for a
+# for the first layer, as DENSE_SHARE, and finds entries that are not finite) and, for a
 # gradient, copies the hidden layers' W.T; the helper, posted by the same call, is not there yet.
 # Then two stages of two fixed parts each:
 #
@@ -477,7 +466,7 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     holds no GIL (fastbp/halves.py team(..., publishing=True)).
     -> the caller's (loss, how many entries of x are not finite); the helper's is (0, 0).
 
-    A batch dense enough for BLAS (_dense_share) when the caller does not hold BLAS at one thread
+    A batch dense enough for BLAS (DENSE_SHARE) when the caller does not hold BLAS at one thread
     (not ``blas_limited``: limiting it costs ~5 us a call, and sparse batches need no BLAS) stops
     before the first stage with facts[WANTS_BLAS] set, for the caller to call again with the
     limit held (two threads of BLAS beside the helper would oversubscribe the cores)."""
@@ -485,7 +474,7 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     if rank == 0:   # (before the first stage opens: the helper reads none of this until then)
         _sync.publish(flag, state)
         facts[NONFINITE] = sparse._count_nonzeros(x, counts)
-        facts[DENSE] = counts.sum() > _dense_share(weights[0]) * x.size
+        facts[DENSE] = counts.sum() > DENSE_SHARE * x.size
         facts[WANTS_BLAS] = facts[DENSE] and not blas_limited
         if facts[WANTS_BLAS]:
             _sync.team_finish(sync)   # (the helper, posted, leaves without a part)

@@ -159,7 +159,7 @@ def test_a_team_gives_the_layers_results_and_state_on_a_book_batch(monkeypatch, 
 
 def test_blas_is_held_at_one_thread_for_the_batches_that_use_it(monkeypatch):
     """Sparse batches run no BLAS and leave it as it is; a batch dense enough for BLAS
-    (kernels/net.py _dense_share) runs with every BLAS at one thread: at once when the last batch
+    (kernels/net.py DENSE_SHARE) runs with every BLAS at one thread: at once when the last batch
     of its shape was dense too, else after net_team stopped before its first stage. The results
     are the layers' either way."""
     held = []
@@ -200,34 +200,6 @@ def test_blas_is_held_at_one_thread_for_the_batches_that_use_it(monkeypatch):
     monkeypatch.setattr(nets._Net, "_plan", lambda self, x: None)   # the layers, one by one
     slow = [net.loss(x, t) for x in (sparse, dense, dense, sparse, sparse)]
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
-
-
-@pytest.mark.parametrize("hidden,by_blas", [(50, False), (256, True)])
-def test_half_nonzero_batches_take_the_lists_where_a_chunk_of_w1_fits_in_l1(monkeypatch, hidden, by_blas):
-    """A batch half nonzero (Fashion-MNIST's share) takes the first layer on its nonzero lists
-    when 64 rows of W1 fit in L1 (784-50, float64: 25 KiB), by BLAS when they do not (784-256:
-    128 KiB); either way the numbers are the layers' (kernels/net.py _dense_share)."""
-    dense = []
-    kernel = nets.net_team
-
-    def recorded(rank, *a):
-        result = kernel(rank, *a)
-        if rank == 0:
-            dense.append(bool(a[3][1][nets.DENSE]))
-        return result
-
-    monkeypatch.setattr(nets, "net_team", recorded)
-    rng = np.random.default_rng(9)
-    x = (rng.random((100, 784)) * (rng.random((100, 784)) < 0.5)).astype(np.float32)
-    t = rng.integers(0, 10, 100)
-    np.random.seed(4)
-    net = TwoLayerNet(784, hidden, 10)
-    fast = net.gradient(x, t)
-    assert dense and all(d == by_blas for d in dense), dense
-    monkeypatch.setattr(nets._Net, "_plan", lambda self, x: None)   # the layers, one by one
-    slow = net.gradient(x, t)
-    for key in slow:
-        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-9, atol=1e-12, err_msg=key)
 
 
 def _cycles_run(cycles, cycle_time, count, kinds=("gradient", "loss")):

@@ -392,7 +392,7 @@ def _layer_state(net):
 @pytest.mark.parametrize("density", [0.2, 0.7])
 def test_compiled_calls_equal_the_layers(monkeypatch, make, labels, density):
     """Input as sparse as MNIST (the first layer on its nonzero lists) or denser (by BLAS,
-    kernels/net.py _dense_share) takes one compiled call per method (counted); its results, and
+    kernels/net.py DENSE_SHARE) takes one compiled call per method (counted); its results, and
     what it leaves in the layers, are the layers' own."""
     from fastbp import kernels, nets
     rng = np.random.default_rng(3)

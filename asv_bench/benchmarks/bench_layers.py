@@ -46,7 +46,7 @@ class TwoLayerNetStepThreads:
     """The same step on the kernels backend, float64 (the book's), with fastbp's helper thread
     (2: a batch's gradient and loss by a team of two threads, fastbp/halves.py) and without (1:
     every part on the calling thread), on MNIST-like input (the first layer on the nonzero lists)
-    and dense input (by one-thread BLAS, kernels/net.py _dense_share). The results are the same;
+    and dense input (by one-thread BLAS, kernels/net.py DENSE_SHARE). The results are the same;
     the time is what the helper buys."""
     params = ([1, 2], ["mnist-like", "dense"])
     param_names = ["threads", "input"]
