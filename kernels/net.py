@@ -81,23 +81,19 @@ def _in_dtype_of_compiled(x, like):
 
 
 @jit
-def _input_csr(x, dense_above=1.0):
-    """The nonzero lists of x (N, D), C-contiguous: (columns, values (x's dtype), lo, hi: row r's
-    list is lo[r]:hi[r], how many entries of x are NaN or infinite, dense); when more than
-    ``dense_above`` of x's entries are nonzero, dense is True and the lists are empty."""
+def _input_csr(x):
+    """A hidden layer's input lists: the nonzero lists of x (N, D), C-contiguous (columns, values
+    (x's dtype), lo, hi: row r's list is lo[r]:hi[r])."""
     n = x.shape[0]
     counts = np.empty(n, np.int64)
-    nonfinite = sparse._count_nonzeros(x, counts)
-    if counts.sum() > dense_above * x.size:
-        none = np.empty(0, np.int64)
-        return np.empty(0, np.int32), np.empty(0, x.dtype), none, none, nonfinite, True
+    sparse._count_nonzeros(x, counts)
     indptr = np.empty(n + 1, np.int64)
     columns = np.empty(counts.sum(), np.int32)
     values = np.empty(counts.sum(), x.dtype)
     sparse._compress_into(x, indptr, columns, values)
     lo, hi = np.empty(n, np.int64), np.empty(n, np.int64)
     sparse._row_slices(indptr, np.arange(n), lo, hi)
-    return columns, values, lo, hi, nonfinite, False
+    return columns, values, lo, hi
 
 
 @jit
@@ -181,7 +177,7 @@ def _forward(x, weights, biases, activation, dense_ok):
     hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none)]
     hidden.pop()  # (typed by a dummy first element: a net without hidden layers has none)
     for layer in range(1, last + 1):
-        columns, values, lo, hi, _, _ = _input_csr(outputs[layer - 1])
+        columns, values, lo, hi = _input_csr(outputs[layer - 1])
         hidden.append((columns, values, lo, hi))
         outputs.append(_layer(lo, hi, columns, values, weights[layer], biases[layer], layer == last,
                               activation))
@@ -261,7 +257,7 @@ def net_gradient(x, t, weights, biases, activation):
         if layer > 0:  # d_below = (d @ W.T) * f'(.), with W as it is (the caller updates later)
             WT = _aligned_rows(width, below, W)
             _transpose_into(W, width, WT)
-            d_columns, d_values, d_lo, d_hi, _, _ = _input_csr(d)
+            d_columns, d_values, d_lo, d_hi = _input_csr(d)
             d_below = np.empty((n, below), y.dtype)
             epilogue = STORE_RELU_MASKED if activation == RELU else STORE
             _times(d_lo, d_hi, d_columns, d_values, WT, no_bias, below, d_below, epilogue,
@@ -432,9 +428,9 @@ def _team_weights(work, part, x, weights, dWs, dbs):
     n = x.shape[0]
     for layer in range(len(weights)):
         below, width = weights[layer].shape
-        chunks = sparse.chunk_count(below)
-        # (the first layer's cut between chunks: its lists' parts are whole chunks)
-        split = below // 2 if layer else min(below, chunks // 2 * sparse.CHUNK)
+        chunks = sparse.chunk_count(below)   # (the first layer's lists' parts are whole chunks:
+        half = chunks // 2                   # cut between them)
+        split = below // 2 if layer else half * sparse.CHUNK
         p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
         if layer == 0 and facts[DENSE]:   # (beta 0: BLAS writes the rows whole)
@@ -445,7 +441,7 @@ def _team_weights(work, part, x, weights, dWs, dbs):
         acc[p0:p1] = 0
         if layer == 0:   # (x's lists hold x's dtype)
             columns, values, x_chunks = x_lists
-            c0, c1 = (0, chunks // 2) if part == 0 else (chunks // 2, chunks)
+            c0, c1 = (0, half) if part == 0 else (half, chunks)
             sparse._chunked_add_outer(x_chunks, c0, c1, columns, values, grads[0], acc, acc.shape[1], 1.0)
         else:
             _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
@@ -534,7 +530,7 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off, book):
             for i in range(h.shape[0]):
                 for j in range(h.shape[1]):
                     flipped = flipped or (h[i, j] <= 0) != off[i, j]
-        c, v, l, e, _, _ = _input_csr(h)
+        c, v, l, e = _input_csr(h)
         h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
     return _mean_loss(h, t, book), flipped
 
@@ -601,7 +597,7 @@ def net_labels(x, weights, biases, activation):
         columns, values, chunks, _, _ = _first_csr(rows)
         h = _first_layer(chunks, columns, values, weights[0], biases[0], last == 0, activation)
         for layer in range(1, last + 1):
-            c, v, l, e, _, _ = _input_csr(h)
+            c, v, l, e = _input_csr(h)
             h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
         for i in range(h.shape[0]):
             best = 0
