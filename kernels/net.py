@@ -87,12 +87,10 @@ def _input_csr(x):
     n = x.shape[0]
     counts = np.empty(n, np.int64)
     sparse._count_nonzeros(x, counts)
-    indptr = np.empty(n + 1, np.int64)
     columns = np.empty(counts.sum(), np.int32)
     values = np.empty(counts.sum(), x.dtype)
-    sparse._compress_into(x, indptr, columns, values)
     lo, hi = np.empty(n, np.int64), np.empty(n, np.int64)
-    sparse._row_slices(indptr, np.arange(n), lo, hi)
+    sparse._compress_rows_into(x, 0, n, columns, values, lo, hi)
     return columns, values, lo, hi
 
 

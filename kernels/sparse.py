@@ -89,9 +89,9 @@ def _compress_into(x, indptr, columns, values):
 
 @jit
 def _compress_rows_into(x, a, b, columns, values, lo, hi):
-    """Rows a:b of x (N, D), C-contiguous, as nonzero lists: row i's at lo[i]:hi[i], in the
-    region of columns/values (N * D entries each) from a * D on, which no other row uses; so two
-    threads can compress two row ranges at once."""
+    """Rows a:b of x (N, D), C-contiguous, as nonzero lists: row i's at lo[i]:hi[i], packed from
+    position a * D on: rows 0:N in lists that hold x's nonzeros, or two row ranges at once by two
+    threads in lists of N * D entries (no other row uses a range's region)."""
     tile = simd.zeros(x, 256)
     k = a * x.shape[1]
     for i in range(a, b):
@@ -133,14 +133,6 @@ def compress_rows(x):
     values = np.empty(nnz, xc.dtype)
     _compress_into(xc, indptr, columns, values)
     return indptr, columns, values
-
-
-@jit
-def _row_slices(indptr, rows, lo, hi):
-    """For each r: lo[r]:hi[r] is row rows[r]'s nonzero list."""
-    for r in range(rows.size):
-        i = rows[r]
-        lo[r], hi[r] = indptr[i], indptr[i + 1]
 
 
 @jit
