@@ -464,6 +464,74 @@ def test_csr_affine_backward_params_is_the_gradient(rng):
     np.testing.assert_allclose(dW, x.T @ g, rtol=1e-12)
 
 
+# --- slice tiles: the last slice of a row, whole registers below the next narrower tile ------
+
+def _slice_round_trip(size):
+    """A compiled load_slice then store_slice through a tile of ``size`` bytes (a constant of
+    the function, as the tile loops' literals are); the loaded tile is also stored whole."""
+    import numba
+    from fastbp.kernels import _simd as simd
+
+    @numba.njit
+    def round_trip(src, offset, n, dst, loaded):
+        tile = simd.load_slice(simd.zeros(src, size), src, offset, n)
+        simd.store_full(loaded, 0, tile)
+        simd.store_slice(dst, offset, n, tile)
+    return round_trip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_slice_tiles_move_exactly_the_lanes_below_n(dtype):
+    """For every n a slice of each tile width can get (more than the next narrower tile's lanes,
+    up to past its own), load_slice reads lanes < n and gives 0 above, store_slice writes lanes
+    < n and not one element more: its registers below the narrower width move whole, the rest
+    masked."""
+    from fastbp.kernels import _simd as simd
+    itemsize = np.dtype(dtype).itemsize
+    for size in simd.TILE_SIZES:
+        lanes = size // itemsize
+        narrower = max([s for s in simd.TILE_SIZES if s < size], default=0) // itemsize
+        round_trip = _slice_round_trip(size)
+        src = np.arange(1, lanes + 8, dtype=dtype)
+        for n in range(narrower + 1, lanes + 3):
+            dst, loaded = np.full(lanes + 8, -1, dtype), np.full(lanes, -1, dtype)
+            round_trip(src, 3, n, dst, loaded)
+            live = min(n, lanes)
+            np.testing.assert_array_equal(loaded, np.where(np.arange(lanes) < live, src[3:3 + lanes], 0))
+            want = np.full(lanes + 8, -1, dtype)
+            want[3:3 + live] = src[3:3 + live]
+            np.testing.assert_array_equal(dst, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("h", [10, 50, 100, 256, 300])
+def test_padded_weights_give_the_bits_of_plain_ones(h, dtype):
+    """x @ W + b from W in padded rows (as fit's copies: rows read whole, padding and all) equals
+    the product from W as a plain array to the last bit, with NaN in the padding: padding lanes
+    never reach an output."""
+    from fastbp.kernels import sparse
+    from fastbp.kernels.step import _aligned_rows
+    rng = np.random.default_rng(h)
+    n, d = 7, 130
+    x = sparse_rows(rng, n, d, dtype, zeros=0.6)
+    W, b = rng.standard_normal((d, h)).astype(dtype), rng.standard_normal(h).astype(dtype)
+    padded = _aligned_rows(d, h, W, zeroed=False)
+    assert padded.shape[1] > h
+    padded[:] = np.nan
+    padded[:, :h] = W
+    columns, values = np.empty(n * d, np.int32), np.empty(n * d, dtype)
+    lo, hi = np.empty(n, np.int64), np.empty(n, np.int64)
+    sparse._compress_rows_into(x, 0, n, columns, values, lo, hi)
+    h_below = rng.standard_normal((n, h)).astype(dtype)
+    for epilogue in (sparse.STORE, sparse.STORE_RELU, sparse.STORE_RELU_MASKED):
+        want, got = np.empty((n, h), dtype), np.empty((n, h), dtype)
+        sparse._rows_times(lo, hi, columns, values, W, h, b, h, want, h, epilogue, h_below)
+        sparse._rows_times(lo, hi, columns, values, padded, padded.shape[1], b, h, got, h, epilogue,
+                           h_below)
+        np.testing.assert_array_equal(got, want)
+        assert np.isfinite(got).all()
+
+
 # --- the sparse training step at the book's sizes (widths past one tile, many nonzeros a row) ----
 
 BOOK_NETS = [[784, 50, 10], [300, 120, 60, 4]]
