@@ -636,6 +636,28 @@ def test_sgd_steps_csr_equals_the_dense_step_at_book_sizes(sizes, activation, dt
     assert_same(dense, got, dtype, "sgd_steps_csr")
 
 
+@pytest.mark.parametrize("split", [0, 1, 63, 64, 65, 129, 130])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_steps_csr_cut_anywhere_equals_the_dense_step(split, dtype):
+    """The first layer's two parts (each thread's rows of W) cut at any column, at either end
+    too: their sums together are the dense step's."""
+    from fastbp.kernels import _sync, step
+    rng = np.random.default_rng(split)
+    sizes = [130, 40, 6]
+    x = sparse_rows(rng, 60, sizes[0], dtype, zeros=0.7)
+    t = labels(rng, 60, sizes[-1])
+    ws, bs = net(rng, sizes, dtype)
+    batches = rng.integers(0, 60, size=(5, 20))
+    dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(5))
+    reference.sgd_steps(x, t, batches, *dense[:2], reference.RELU, plain_sgd(0.1, ws, bs), dense[2])
+    indptr, columns, values = kernels.compress_rows(x)
+    got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(5))
+    step.team_steps_csr(0, _sync.alone_sync(), *step.team_arguments_csr(
+        indptr, columns, values, t, batches, *got[:2], reference.RELU, plain_sgd(0.1, ws, bs), got[2],
+        split))
+    assert_same(dense, got, dtype, "sgd_steps_csr")
+
+
 def test_ieee_updates_stay_ieee_when_a_fastmath_step_compiles_them_first(tmp_path):
     """Numba compiles a callee whose fastmath is unset with its first caller's flags and keeps
     that code: the optimizers' bit-exact updates must say fastmath=False, or compiling the
