@@ -46,10 +46,11 @@ class _Cycles:
     """Team or alone for the short calls a user's loop makes (the nets' gradient and loss), chosen
     by the time the loop takes. A cycle runs from one call of the leading kind (the first kind
     seen: the book's loop's gradient on its batch shape) to the next, the user's own work
-    included: after a team's gradient the in-place update takes longer (50-65 us in the loop
-    against 36 after a one-thread call; not the helper's rows of dW: with every dW row computed
-    by the caller it took as long, so likely the W rows the helper read), which no timing of the
-    call alone shows. The cycles go as a team unless those measured alone have been shorter;
+    included: after a team's gradient the in-place update takes longer (50-68 us in the loop
+    against 23 after a one-thread call): the W1 lines the helper read must come back from its
+    core when the update writes them (a test helper reading a private copy of W1 left the update
+    at 33 us, and at 24 in the VM's slow phases, where a team's took 190-270), which no timing of
+    the call alone shows. The cycles go as a team unless those measured alone have been shorter;
     EXPLORE cycles in every EVERY go the other way, the first of them not counted (the caches of
     the other way, a helper that slept). Calls of other kinds go the way of their cycle.
 
