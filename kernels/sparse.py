@@ -44,13 +44,24 @@ CHUNK = 64
 @jit
 def _count_nonzeros(x, counts):
     """counts[i] = number of nonzeros in row i of x (N, D), C-contiguous. Returns how many
-    entries of x are NaN or infinite (the same pass: callers check input for free)."""
+    entries of x are NaN or infinite (the same pass: callers check input for free).
+
+    Whole tiles load whole and only a row's tail is masked (every tile masked took 7.5 us for
+    100 MNIST rows of float32 on a Zen 4, this 5.0: the nets' compiled calls count every batch
+    before their first stage)."""
     n, d = x.shape
     tile = simd.zeros(x, 256)
+    lanes = simd.lanes(tile)
     nonfinite = 0
     for i in range(n):
         count = 0
-        for c0 in range(0, d, simd.lanes(tile)):
+        c0 = 0
+        while c0 + lanes <= d:
+            row = simd.load_full(tile, x, i * d + c0)
+            count += simd.count_nonzero(row, lanes)
+            nonfinite += simd.count_nonfinite(row, lanes)
+            c0 += lanes
+        if c0 < d:
             row = simd.load(tile, x, i * d + c0, d - c0)
             count += simd.count_nonzero(row, d - c0)
             nonfinite += simd.count_nonfinite(row, d - c0)

@@ -562,6 +562,23 @@ def test_compression_stores_exactly_the_nonzeros_and_nothing_past_them(d, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 15, 16, 31, 32, 63, 64, 65, 784])
+def test_nonzeros_and_nonfinite_entries_are_counted_in_whole_tiles_and_tails(d, dtype):
+    """Each row's nonzeros (NaN and inf among them) and the batch's NaN/inf entries, wherever they
+    fall: in a whole tile, in a row's masked tail, in its last element."""
+    from fastbp.kernels import sparse
+    rng = np.random.default_rng(d)
+    x = sparse_rows(rng, 6, d, dtype, zeros=0.6)
+    x[1] = 0
+    x[2, -1] = np.nan
+    x[3, 0] = np.inf
+    x[4, rng.integers(0, d)] = -np.inf
+    counts = np.full(6, -1, np.int64)
+    assert sparse._count_nonzeros(x, counts) == 3
+    np.testing.assert_array_equal(counts, np.count_nonzero(x, axis=1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 130, 784])
 def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
     """Rows a:b packed from a * D on, and chunks[r, c] where row r's nonzeros at columns
