@@ -635,6 +635,18 @@ def test_chunked_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
     assert np.allclose(want, start + 0.5 * x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
 
 
+def _csr_steps_against_dense(x, t, ws, bs, batches, activation, dtype, csr_steps):
+    """The dense reference step and ``csr_steps`` (sgd_steps_csr's arguments) from the same
+    weights on x's rows ``batches``: the same weights, biases and losses to the dtype's tolerance."""
+    steps = batches.shape[0]
+    dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(steps))
+    reference.sgd_steps(x, t, batches, *dense[:2], activation, plain_sgd(0.1, ws, bs), dense[2])
+    got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(steps))
+    csr_steps(*kernels.compress_rows(x), t, batches, *got[:2], activation, plain_sgd(0.1, ws, bs),
+              got[2])
+    assert_same(dense, got, dtype, "sgd_steps_csr")
+
+
 @pytest.mark.parametrize("sizes", BOOK_NETS)
 @pytest.mark.parametrize("activation", [0, 1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -644,13 +656,7 @@ def test_sgd_steps_csr_equals_the_dense_step_at_book_sizes(sizes, activation, dt
     t = labels(rng, 200, sizes[-1])
     ws, bs = net(rng, sizes, dtype)
     batches = rng.integers(0, 200, size=(6, 40))
-    dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
-    reference.sgd_steps(x, t, batches, *dense[:2], activation, plain_sgd(0.1, ws, bs), dense[2])
-    indptr, columns, values = kernels.compress_rows(x)
-    got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(6))
-    kernels.sgd_steps_csr(indptr, columns, values, t, batches, *got[:2], activation,
-                          plain_sgd(0.1, ws, bs), got[2])
-    assert_same(dense, got, dtype, "sgd_steps_csr")
+    _csr_steps_against_dense(x, t, ws, bs, batches, activation, dtype, kernels.sgd_steps_csr)
 
 
 @pytest.mark.parametrize("split", [0, 1, 63, 64, 65, 129, 130])
@@ -665,14 +671,10 @@ def test_sgd_steps_csr_cut_anywhere_equals_the_dense_step(split, dtype):
     t = labels(rng, 60, sizes[-1])
     ws, bs = net(rng, sizes, dtype)
     batches = rng.integers(0, 60, size=(5, 20))
-    dense = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(5))
-    reference.sgd_steps(x, t, batches, *dense[:2], reference.RELU, plain_sgd(0.1, ws, bs), dense[2])
-    indptr, columns, values = kernels.compress_rows(x)
-    got = (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs), np.zeros(5))
-    step.team_steps_csr(0, _sync.alone_sync(), *step.team_arguments_csr(
-        indptr, columns, values, t, batches, *got[:2], reference.RELU, plain_sgd(0.1, ws, bs), got[2],
-        split))
-    assert_same(dense, got, dtype, "sgd_steps_csr")
+
+    def cut_at_split(*arguments):
+        step.team_steps_csr(0, _sync.alone_sync(), *step.team_arguments_csr(*arguments, split))
+    _csr_steps_against_dense(x, t, ws, bs, batches, reference.RELU, dtype, cut_at_split)
 
 
 def test_ieee_updates_stay_ieee_when_a_fastmath_step_compiles_them_first(tmp_path):
