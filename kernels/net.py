@@ -11,18 +11,20 @@ The first layer reads the caller's x as it is (float32 images into a float64 net
 converted copy) through its nonzero lists, cut in column chunks (sparse.CHUNK) and made per
 call in two vector passes that also count the entries that are not finite (``nonfinite``, for
 the caller to refuse such input); when more than DENSE_SHARE of x is nonzero, its products are
-BLAS calls instead (x converted to the weights' dtype if it has another). The hidden layers
+BLAS calls instead (on x's columns converted to the weights' dtype). Its output is the sum of
+two halves' sums, over x's columns below a cut and from it (_first_layer_into), so that two
+threads can compute them apart (net_team). The hidden layers
 read their inputs' nonzero lists (ReLU leaves about half of them zero).
 """
 import numpy as np
-from numba.extending import overload
 
+from . import _simd as simd
 from . import _sync, sparse
 from ._config import jit
 from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term, softmax_cross_entropy,
                          softmax_cross_entropy_backward)
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
-from .step import (RELU, _activate, _activation_backward, _add_outer, _affine_into, _aligned_rows, _first_from,
+from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _first_from,
                    _gemm, _times, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
@@ -68,18 +70,6 @@ def onehot_labels(t):
     return labels, bad
 
 
-def _in_dtype_of(x, like):
-    """x as an array of like's dtype: x itself when it is one already, else a converted copy."""
-    return x.astype(like.dtype)
-
-
-@overload(_in_dtype_of)
-def _in_dtype_of_compiled(x, like):
-    if x.dtype == like.dtype:
-        return lambda x, like: x
-    return lambda x, like: x.astype(like.dtype)
-
-
 @jit
 def _input_csr(x):
     """A hidden layer's input lists: the nonzero lists of x (N, D), C-contiguous (columns, values
@@ -95,21 +85,50 @@ def _input_csr(x):
 
 
 @jit
+def _first_cut(d):
+    """The chunk (sparse.CHUNK) at which the first layer's input columns (d of them) are cut in
+    two halves: the first layer's product is the sum of the halves' products (see
+    _first_layer_into)."""
+    return sparse.chunk_count(d) // 2
+
+
+@jit
+def _first_split(d):
+    """The first of the first layer's input columns from the cut (_first_cut) on."""
+    return min(_first_cut(d) * sparse.CHUNK, d)
+
+
+@jit
+def _dense_half(xs, W, b, out):
+    """out = xs @ W + b (b may be empty: no bias) by BLAS, for xs a block of x's columns (maybe
+    none) and W its rows: the first layer's sums over one half of its input (see
+    _first_layer_into) when they go to BLAS (DENSE_SHARE)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = b[j] if b.size else 0
+    if xs.shape[1]:
+        _gemm(xs, False, W, False, out, 1.0, 1.0)
+
+
+@jit
 def _first_csr(x, dense_above=1.0):
     """The first layer's input lists of x (N, D), C-contiguous: (columns, values (x's dtype),
-    chunks (N, chunk_count(D) + 1): where each row's nonzeros begin chunk by chunk and end (see
-    sparse._compress_row), how many entries of x are NaN or infinite, dense); when more than
-    ``dense_above`` of x's entries are nonzero, dense is True and the lists are empty."""
+    tables: (lower, upper), where each row's nonzeros begin chunk by chunk and end (see
+    sparse._compress_chunks), lower for its columns below the cut (_first_cut), upper from it; how
+    many entries of x are NaN or infinite, dense); when more than ``dense_above`` of x's entries
+    are nonzero, dense is True and the lists are empty."""
     n, d = x.shape
     counts = np.empty(n, np.int64)
     nonfinite = sparse._count_nonzeros(x, counts)
-    chunks = np.empty((n, sparse.chunk_count(d) + 1), np.int64)
+    cut, whole = _first_cut(d), sparse.chunk_count(d)
+    lower, upper = np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)
     if counts.sum() > dense_above * x.size:
-        return np.empty(0, np.int32), np.empty(0, x.dtype), chunks[:0], nonfinite, True
+        return np.empty(0, np.int32), np.empty(0, x.dtype), (lower[:0], upper[:0]), nonfinite, True
     columns = np.empty(counts.sum(), np.int32)
     values = np.empty(counts.sum(), x.dtype)
-    sparse._compress_rows_chunked(x, 0, n, columns, values, chunks)
-    return columns, values, chunks, nonfinite, False
+    k = sparse._compress_chunks(x, 0, cut, columns, values, lower, 0)
+    sparse._compress_chunks(x, cut, whole, columns, values, upper, k)
+    return columns, values, (lower, upper), nonfinite, False
 
 
 @jit
@@ -119,19 +138,38 @@ def _epilogue(last, activation):
 
 
 @jit
-def _first_layer_into(chunks, columns, values, W, b, last, activation, out):
-    """The first layer's output into out, its input as chunked lists (_first_csr): the
-    activation unless ``last``."""
-    sparse._chunked_times(chunks, columns, values, W, b, out, _epilogue(last, activation))
-    if not last and activation != RELU:
-        _activate(out, activation)
+def _first_layer_into(tables, columns, values, W, b, last, activation, out, above):
+    """The first layer's output into out, its input as the lists of its two column halves
+    (_first_csr): the lower half's sums (from b) into out, the upper half's (from 0) into
+    ``above`` (out's shape), then their sum and the activation unless ``last``. (Two threads
+    compute the halves apart, kernels/net.py net_team; every path sums the same way, so the
+    numbers do not depend on which ran.)"""
+    sparse._chunked_times(tables[0], columns, values, W, b, out)
+    sparse._chunked_times(tables[1], columns, values, W, b[:0], above)
+    _join_halves(out, above, 0, out.shape[0], last, activation)
 
 
 @jit
-def _first_layer(chunks, columns, values, W, b, last, activation):
+def _join_halves(out, above, a, b, last, activation):
+    """out[a:b] += above[a:b] (the first layer's sums over its input's two column halves), then
+    the activation unless ``last``."""
+    width = out.shape[1]
+    tile = simd.zeros(out, 64)
+    relu = not last and activation == RELU
+    for r in range(a, b):
+        for c0 in range(0, width, simd.lanes(tile)):
+            o = r * width + c0
+            sums = simd.add(simd.load(tile, out, o, width - c0), simd.load(tile, above, o, width - c0))
+            simd.store(out, o, width - c0, simd.relu(sums) if relu else sums)
+    if not last and activation != RELU:
+        _activate(out[a:b], activation)
+
+
+@jit
+def _first_layer(tables, columns, values, W, b, last, activation):
     """_first_layer_into a new array."""
-    out = np.empty((chunks.shape[0], W.shape[1]), W.dtype)
-    _first_layer_into(chunks, columns, values, W, b, last, activation, out)
+    out = np.empty((tables[0].shape[0], W.shape[1]), W.dtype)
+    _first_layer_into(tables, columns, values, W, b, last, activation, out, np.empty_like(out))
     return out
 
 
@@ -159,18 +197,22 @@ def _forward(x, weights, biases, activation, dense_ok):
     C-contiguous."""
     last = len(weights) - 1
     W = weights[0]
-    columns, values, chunks, nonfinite, dense = _first_csr(x, DENSE_SHARE if dense_ok else 1.0)
-    xd = np.empty((0, 0), W.dtype)
+    columns, values, tables, nonfinite, dense = _first_csr(x, DENSE_SHARE if dense_ok else 1.0)
+    n, d = x.shape
+    split = _first_split(d) if dense else 0
+    blocks = (np.empty((n, split), W.dtype), np.empty((n, d - split) if dense else (n, 0), W.dtype))
     if dense:
-        xd = _in_dtype_of(x, W)
-        out = np.empty((x.shape[0], W.shape[1]), W.dtype)
-        _affine_into(xd, W, biases[0], out)
-        if last > 0:
-            _activate(out, activation)
+        out, above = np.empty((n, W.shape[1]), W.dtype), np.empty((n, W.shape[1]), W.dtype)
+        for half in range(2):
+            p0, p1 = (0, split) if half == 0 else (split, d)
+            blocks[half][:] = x[:, p0:p1]
+            _dense_half(blocks[half], W[p0:p1], biases[0] if half == 0 else biases[0][:0],
+                        out if half == 0 else above)
+        _join_halves(out, above, 0, n, last == 0, activation)
         outputs = [out]
     else:
-        outputs = [_first_layer(chunks, columns, values, W, biases[0], last == 0, activation)]
-    first = (columns, values, chunks, xd)
+        outputs = [_first_layer(tables, columns, values, W, biases[0], last == 0, activation)]
+    first = (columns, values, tables, blocks)
     none = np.empty(0, np.int64)
     hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none)]
     hidden.pop()  # (typed by a dummy first element: a net without hidden layers has none)
@@ -234,15 +276,18 @@ def net_gradient(x, t, weights, biases, activation):
         W = weights[layer]
         below, width = W.shape
         if layer == 0:
-            columns, values, chunks, xd = first   # (x's dtype: a call of its own)
-            if xd.shape[0]:   # the product went to BLAS: x.T @ d too
+            columns, values, tables, blocks = first   # (x's dtype: a call of its own)
+            if blocks[1].shape[1]:   # the product went to BLAS: x.T @ d too
                 dW = np.empty((below, width), y.dtype)
-                _gemm(xd, True, d, False, dW, 1.0, 0.0)
+                split = blocks[0].shape[1]
+                if split:
+                    _gemm(blocks[0], True, d, False, dW[:split], 1.0, 0.0)
+                _gemm(blocks[1], True, d, False, dW[split:], 1.0, 0.0)
                 dWs.append(dW)
             else:   # (summed in zeroed padded rows)
                 sums = _aligned_rows(below, width, W)
-                sparse._chunked_add_outer(chunks, 0, chunks.shape[1] - 1, columns, values, d, sums,
-                                          sums.shape[1], 1.0)
+                for table in tables:
+                    sparse._chunked_add_outer(table, columns, values, d, sums, sums.shape[1], 1.0)
                 dWs.append(_copied_out(sums, W))
         else:
             columns, values, lo, hi = hidden[layer - 1]
@@ -274,13 +319,17 @@ def net_gradient(x, t, weights, biases, activation):
 # thread (rank 1) of a team. The caller first counts x's nonzeros (and so picks the lists or BLAS
 # for the first layer, as DENSE_SHARE, and finds entries that are not finite) and, for a
 # gradient, copies the hidden layers' W.T; the helper, posted by the same call, is not there yet.
-# Then two stages of two fixed parts each:
+# Then stages of two fixed parts each:
 #
-#   ROWS     rows 0:m and m:N: every layer's output, softmax, the rows' losses, and backward down
-#            to the first layer's output gradient (each row needs only its own inputs);
-#   WEIGHTS  every dW cut at its middle row: rows below the cut and from it (each row of dW is
-#            summed over the batch's rows in their order, wherever they were computed), and the
-#            db's (the caller's part).
+#   FIRST    the first layer's sums over x's columns below the cut (_first_cut) and from it: each
+#            part makes its half's nonzero lists (or, for BLAS, converts its columns of x) and
+#            reads only its half of W1's rows;
+#   ROWS     rows 0:m and m:N: the first layer's output (its halves' sums added), every other
+#            layer's, softmax, the rows' losses, and backward down to the first layer's output
+#            gradient (each row needs only its own inputs);
+#   WEIGHTS  every dW cut in two: dW1 at the cut (each part from its own half's lists), the
+#            others at their middle row (each row of dW is summed over the batch's rows in their
+#            order, wherever they were computed), and the db's (the caller's part).
 #
 # So no result depends on which thread computed which part, or on whether the helper took part
 # at all; on the nonzero lists the numbers are net_loss's and net_gradient's bits (tests/
@@ -294,36 +343,51 @@ def net_gradient(x, t, weights, biases, activation):
 # (each thread a whole net_gradient on half of the rows, the two dWs then averaged: ~56 us of
 # combining a call) took 1.25-1.3x as long an iteration of the book's loop as this one, on
 # MNIST-like and Fashion-MNIST batches (side by side in one process, a quiet phase of the VM).
-ROWS, WEIGHTS = 1, 2
+#
+# Why FIRST cuts x's columns, not its rows: each thread then reads half of W1 instead of all of
+# it, which is most of what a call reads, and half as many of W1's lines have to come back from
+# the helper's core when the user's update writes them (``params['W1'] -= lr * grad['W1']``; the
+# update of NumPy timed after a helper thread read all of W1 or half of it: 48-55 us against
+# 33-39, 18 when it read none). The first layer's output is then the sum of the two halves'
+# sums, on every path (_first_layer_into). Measured as above, the two designs side by side in
+# one process, both as a team, medians over 10 rounds of 300 iterations: an iteration 453
+# against 486 us (gradient 215 against 230, loss 113 against 130); Fashion-MNIST (BLAS) 623
+# against 638.
+FIRST, ROWS, WEIGHTS = 1, 2, 3
 NONFINITE, DENSE, WANTS_BLAS = 0, 1, 2     # positions in the workspace's ``facts``
 
 
 def team_workspace(x, weights):
-    """Scratch for net_team on x (N, D) C-contiguous and the weights: (counts, facts, x's nonzero
-    lists (columns, values, chunks: see _first_csr), x in the weights' dtype (N, D) when that
-    differs (for BLAS), then per layer (its input's nonzero lists (none for the first), its
+    """Scratch for net_team on x (N, D) C-contiguous and the weights: (counts, facts, the first
+    layer's (x's nonzero lists: columns, values, tables (see _first_csr), each half packed in a
+    region of its own; the upper half's sums (N, H1)), x's two column halves in the weights'
+    dtype (for BLAS: each half C-contiguous, as BLAS read a column block of x in place 14 %
+    slower), then per layer (its input's nonzero lists (none for the first), its
     output gradient (N, width), its W.T (64-byte padded rows; none for the first), the output
     gradient's nonzero lists), per layer dW's sums (D, H in 64-byte padded rows: _add_outer's
     rows; see step._aligned_rows), each part's bounds (2, 2, N), and the softmax's maxes,
     logsums and the rows' losses (N,))."""
-    n, size = x.shape
+    n = x.shape[0]
     dtype = weights[0].dtype
 
     def lists(count, values_dtype):
         return (np.empty(count, np.int32), np.empty(count, values_dtype), np.empty(n, np.int64),
                 np.empty(n, np.int64))
 
-    first = weights[0].shape[0]
-    x_lists = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
-               np.empty((n, sparse.chunk_count(first) + 1), np.int64))
+    first, width = weights[0].shape
+    cut, whole = _first_cut(first), sparse.chunk_count(first)
+    first_layer = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
+                   (np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)),
+                   np.empty((n, width), dtype))
     inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
                        for layer, W in enumerate(weights))
     grad_lists = tuple(lists(n * W.shape[1], dtype) for W in weights)
     sums = tuple(_aligned_rows(*W.shape, W, False) for W in weights)
-    return (np.empty(n, np.int64), np.zeros(8, np.int64), x_lists,
-            np.empty((n if x.dtype != dtype else 0, size), dtype), inputs, grads, transposes,
+    split = _first_split(first)
+    blocks = (np.empty((n, split), dtype), np.empty((n, first - split), dtype))
+    return (np.empty(n, np.int64), np.zeros(8, np.int64), first_layer, blocks, inputs, grads, transposes,
             grad_lists, sums, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
             np.empty(n, np.float64), np.empty(n, np.float64))
 
@@ -351,18 +415,6 @@ def team_results(arguments, loss, nonfinite):
     return loss, y, list(outputs), list(dWs), list(dbs), nonfinite
 
 
-def _converted(x, xd):
-    """x in the weights' dtype for BLAS: x itself when it has it, else xd (its converted copy)."""
-    return x if x.dtype == xd.dtype else xd
-
-
-@overload(_converted)
-def _converted_compiled(x, xd):
-    if x.dtype == xd.dtype:
-        return lambda x, xd: x
-    return lambda x, xd: xd
-
-
 @jit
 def _add_outer_part(lists, split, part, bounds, d, dW, width):
     """dW[p0:p1, :width] += X^T d over X's nonzero lists (columns, values, lo, hi; columns
@@ -377,23 +429,33 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
 
 
 @jit
+def _team_first(work, part, x, weights, biases, activation, outputs):
+    """The FIRST stage's part ``part`` (see above)."""
+    _, facts, first_layer, blocks, _, _, _, _, _, _, _, _, _ = work
+    columns, values, tables, above = first_layer
+    n, d = x.shape
+    split = _first_split(d)
+    p0, p1 = (0, split) if part == 0 else (split, d)
+    out, b = (outputs[0], biases[0]) if part == 0 else (above, biases[0][:0])
+    if facts[DENSE]:
+        block = blocks[part]
+        block[:] = x[:, p0:p1]
+        _dense_half(block, weights[0][p0:p1], b, out)
+        return
+    cut = _first_cut(d)
+    c0, c1 = (0, cut) if part == 0 else (cut, sparse.chunk_count(d))
+    table = tables[0] if part == 0 else tables[1]   # (each half packed in a region of its own)
+    sparse._compress_chunks(x, c0, c1, columns, values, table, n * c0 * sparse.CHUNK)
+    sparse._chunked_times(table, columns, values, weights[0], b, out)
+
+
+@jit
 def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient):
     """The ROWS stage's part for rows a:b (see above)."""
-    _, facts, x_lists, xd, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
+    _, _, first_layer, _, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
     n = x.shape[0]
     last = len(weights) - 1
-    h = outputs[0]
-    if facts[DENSE]:
-        if xd.shape[0]:
-            xd[a:b] = x[a:b]
-        _affine_into(_converted(x, xd)[a:b], weights[0], biases[0], h[a:b])
-        if last > 0:
-            _activate(h[a:b], activation)
-    else:
-        columns, values, chunks = x_lists
-        sparse._compress_rows_chunked(x, a, b, columns, values, chunks)
-        _first_layer_into(chunks[a:b], columns, values, weights[0], biases[0], last == 0, activation,
-                          h[a:b])
+    _join_halves(outputs[0], first_layer[3], a, b, last == 0, activation)
     for layer in range(1, last + 1):
         columns, values, lo, hi = inputs[layer]
         sparse._compress_rows_into(outputs[layer - 1], a, b, columns, values, lo, hi)
@@ -422,25 +484,23 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
 @jit
 def _team_weights(work, part, x, weights, dWs, dbs):
     """The WEIGHTS stage's part ``part`` (see above)."""
-    _, facts, x_lists, xd, inputs, grads, _, _, sums, bounds, _, _, _ = work
+    _, facts, first_layer, blocks, inputs, grads, _, _, sums, bounds, _, _, _ = work
     n = x.shape[0]
     for layer in range(len(weights)):
         below, width = weights[layer].shape
-        chunks = sparse.chunk_count(below)   # (the first layer's lists' parts are whole chunks:
-        half = chunks // 2                   # cut between them)
-        split = below // 2 if layer else half * sparse.CHUNK
+        split = below // 2 if layer else _first_split(below)
         p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
         if layer == 0 and facts[DENSE]:   # (beta 0: BLAS writes the rows whole)
             if p1 > p0:
-                _gemm(_converted(x, xd)[:, p0:p1], True, grads[0], False, dW[p0:p1], 1.0, 0.0)
+                _gemm(blocks[part], True, grads[0], False, dW[p0:p1], 1.0, 0.0)
             continue
         acc = sums[layer]   # (summed in padded rows, then handed over as plain ones)
         acc[p0:p1] = 0
-        if layer == 0:   # (x's lists hold x's dtype)
-            columns, values, x_chunks = x_lists
-            c0, c1 = (0, half) if part == 0 else (half, chunks)
-            sparse._chunked_add_outer(x_chunks, c0, c1, columns, values, grads[0], acc, acc.shape[1], 1.0)
+        if layer == 0:   # (each half's lists touch only its rows of dW1)
+            columns, values, tables, _ = first_layer
+            table = tables[0] if part == 0 else tables[1]
+            sparse._chunked_add_outer(table, columns, values, grads[0], acc, acc.shape[1], 1.0)
         else:
             _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
         _copy_rows(acc, p0, p1, dW)
@@ -477,6 +537,11 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
         if gradient:
             for layer in range(1, len(weights)):
                 _transpose_into(weights[layer], weights[layer].shape[1], transposes[layer])
+    for part in range(2):
+        if _sync.team_part(sync, rank, FIRST, part):
+            _team_first(work, part, x, weights, biases, activation, outputs)
+            _sync.team_part_done(sync, rank, FIRST)
+    _sync.team_stage_done(sync, rank, FIRST)
     n = x.shape[0]
     m = (n + 1) // 2
     for part in range(2):
@@ -518,9 +583,9 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off, book):
     """(the mean cross-entropy of the net (see _mean_loss) on the first layer's input lists
     ``first`` with labels t, whether a ReLU's mask h <= 0 differs from ``relu_off`` (the unshifted
     masks, hidden layer by layer) for some sample)."""
-    columns, values, chunks, _ = first
+    columns, values, tables, _ = first
     last = len(weights) - 1
-    h = _first_layer(chunks, columns, values, weights[0], biases[0], last == 0, activation)
+    h = _first_layer(tables, columns, values, weights[0], biases[0], last == 0, activation)
     flipped = False
     for layer in range(1, last + 1):
         if activation == RELU and not flipped:
@@ -592,8 +657,8 @@ def net_labels(x, weights, biases, activation):
     last = len(weights) - 1
     for start in range(0, n, 2048):
         rows = np.ascontiguousarray(x[start:start + 2048])
-        columns, values, chunks, _, _ = _first_csr(rows)
-        h = _first_layer(chunks, columns, values, weights[0], biases[0], last == 0, activation)
+        columns, values, tables, _, _ = _first_csr(rows)
+        h = _first_layer(tables, columns, values, weights[0], biases[0], last == 0, activation)
         for layer in range(1, last + 1):
             c, v, l, e = _input_csr(h)
             h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)

@@ -70,18 +70,11 @@ def _count_nonzeros(x, counts):
 
 
 @jit
-def _compress_row(tile, x, i, columns, values, k, chunks=None):
-    """Row i of x (N, D)'s nonzeros into columns/values from position k on; -> the position after.
-    With ``chunks`` (N, chunk_count(D) + 1) it also records where the row's chunks begin:
-    chunks[i, c] for its nonzeros at columns c * CHUNK on, chunks[i, -1] for its end (x float32
-    or float64: a tile of no more than CHUNK lanes)."""
+def _compress_row(tile, x, i, columns, values, k):
+    """Row i of x (N, D)'s nonzeros into columns/values from position k on; -> the position after."""
     d = x.shape[1]
     for c0 in range(0, d, simd.lanes(tile)):
-        if chunks is not None and c0 % CHUNK == 0:
-            chunks[i, c0 // CHUNK] = k
         k += simd.compress(values, columns, k, simd.load(tile, x, i * d + c0, d - c0), c0, d - c0)
-    if chunks is not None:
-        chunks[i, chunks.shape[1] - 1] = k
     return k
 
 
@@ -112,14 +105,21 @@ def _compress_rows_into(x, a, b, columns, values, lo, hi):
 
 
 @jit
-def _compress_rows_chunked(x, a, b, columns, values, chunks):
-    """Rows a:b of x (N, D), C-contiguous, as nonzero lists cut in chunks (see _compress_row),
-    packed from position a * D on: rows 0:N in lists that hold x's nonzeros, or two row ranges
-    at once by two threads in lists of N * D entries."""
+def _compress_chunks(x, c0, c1, columns, values, table, k):
+    """Every row of x (N, D), C-contiguous, as nonzero lists of its columns c0 * CHUNK:c1 * CHUNK
+    (chunks c0:c1), cut where each chunk begins: row after row into columns/values from position
+    k on, table (N, c1 - c0 + 1) taking where row i's chunk c0 + j begins (table[i, j]) and where
+    its lists end (table[i, c1 - c0]). -> the position after. (x float32 or float64: a tile of no
+    more than CHUNK lanes, so no tile crosses a chunk.)"""
+    n, d = x.shape
     tile = simd.zeros(x, 256)
-    k = a * x.shape[1]
-    for i in range(a, b):
-        k = _compress_row(tile, x, i, columns, values, k, chunks)
+    for i in range(n):
+        for s in range(c0 * CHUNK, min(c1 * CHUNK, d), simd.lanes(tile)):
+            if s % CHUNK == 0:
+                table[i, s // CHUNK - c0] = k
+            k += simd.compress(values, columns, k, simd.load(tile, x, i * d + s, d - s), s, d - s)
+        table[i, c1 - c0] = k
+    return k
 
 
 @jit
@@ -230,7 +230,7 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
 
 
 @jit
-def _chunked_slice(zero, chunks, columns, values, W, b, c0, n, out, epilogue):
+def _chunked_slice(zero, chunks, columns, values, W, b, c0, n, out):
     """One tile-wide slice of _chunked_times: out[:, c0:c0 + n], the sums in tiles of ``zero``'s
     width (all lanes 0). Returns c0 + the tile's lanes."""
     rows, width = out.shape
@@ -253,32 +253,28 @@ def _chunked_slice(zero, chunks, columns, values, W, b, c0, n, out, epilogue):
                     row = simd.load_slice(acc, W, columns[k] * width + c0, n)
                     acc = simd.fma(simd.splat(acc, values[k]), row, acc)
             simd.store_slice(out, o, n, acc)
-    if epilogue == STORE_RELU:
-        for r in range(rows):
-            o = r * width + c0
-            simd.store_slice(out, o, n, simd.relu(simd.load_slice(zero, out, o, n)))
     return c0 + simd.lanes(zero)
 
 
 @jit
-def _chunked_times(chunks, columns, values, W, b, out, epilogue):
-    """out = epilogue(X @ W + b) (STORE or STORE_RELU) for out (R, H) and W (D, H), both
-    C-contiguous, X's rows as nonzero lists cut in chunks (see _compress_row): chunk by chunk
-    over all the rows (see CHUNK), each row's sums kept in out in between; b may be empty (no
-    bias). The same additions in the same order as _rows_times: the same numbers."""
+def _chunked_times(chunks, columns, values, W, b, out):
+    """out = X @ W + b for out (R, H) and W (D, H), both C-contiguous, X's rows as nonzero lists
+    cut in chunks (see _compress_chunks): chunk by chunk over all the rows (see CHUNK), each row's
+    sums kept in out in between; b may be empty (no bias). The same additions in the same order
+    as _rows_times: the same numbers."""
     width = out.shape[1]
     c0 = 0
     while c0 < width:
         n = width - c0
         size = _slice_bytes(n * W.itemsize)
         if size == 1024:
-            c0 = _chunked_slice(simd.zeros(W, 1024), chunks, columns, values, W, b, c0, n, out, epilogue)
+            c0 = _chunked_slice(simd.zeros(W, 1024), chunks, columns, values, W, b, c0, n, out)
         elif size == 512:
-            c0 = _chunked_slice(simd.zeros(W, 512), chunks, columns, values, W, b, c0, n, out, epilogue)
+            c0 = _chunked_slice(simd.zeros(W, 512), chunks, columns, values, W, b, c0, n, out)
         elif size == 256:
-            c0 = _chunked_slice(simd.zeros(W, 256), chunks, columns, values, W, b, c0, n, out, epilogue)
+            c0 = _chunked_slice(simd.zeros(W, 256), chunks, columns, values, W, b, c0, n, out)
         else:
-            c0 = _chunked_slice(simd.zeros(W, 64), chunks, columns, values, W, b, c0, n, out, epilogue)
+            c0 = _chunked_slice(simd.zeros(W, 64), chunks, columns, values, W, b, c0, n, out)
 
 
 @jit
@@ -333,11 +329,11 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
 
 
 @jit
-def _chunked_add_outer_slice(zero, chunks, c0, c1, columns, values, D, W, w_stride, s0, n, scale):
+def _chunked_add_outer_slice(zero, chunks, columns, values, D, W, w_stride, s0, n, scale):
     """One tile-wide slice of _chunked_add_outer: columns s0:s0 + n of W. Returns s0 + the
     tile's lanes."""
     width = D.shape[1]
-    for c in range(c0, c1):
+    for c in range(chunks.shape[1] - 1):
         for r in range(chunks.shape[0]):
             start, end = chunks[r, c], chunks[r, c + 1]
             if start == end:
@@ -357,28 +353,28 @@ def _chunked_add_outer_slice(zero, chunks, c0, c1, columns, values, D, W, w_stri
 
 
 @jit
-def _chunked_add_outer(chunks, c0, c1, columns, values, D, W, w_stride, scale):
-    """W[:, :H] += scale X^T D at W's rows c0 * CHUNK:c1 * CHUNK (X's chunks c0:c1) for D (N, H)
-    C-contiguous, X's rows as chunked nonzero lists (see _compress_row): chunk by chunk (see
-    CHUNK), each over the batch's rows in their order, so every row of W gets the same additions
-    in the same order as from _add_outer."""
+def _chunked_add_outer(chunks, columns, values, D, W, w_stride, scale):
+    """W[:, :H] += scale X^T D at the rows of W that X's chunked nonzero lists cover (see
+    _compress_chunks; the lists of a range of chunks touch only those rows of W) for D (N, H)
+    C-contiguous: chunk by chunk (see CHUNK), each over the batch's rows in their order, so
+    every row of W gets the same additions in the same order as from _add_outer."""
     width = D.shape[1]
     s0 = 0
     while s0 < width:
         n = width - s0
         size = _slice_bytes(n * W.itemsize)
         if size == 1024:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 1024), chunks, c0, c1, columns, values, D, W,
-                                          w_stride, s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 1024), chunks, columns, values, D, W, w_stride,
+                                          s0, n, scale)
         elif size == 512:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 512), chunks, c0, c1, columns, values, D, W,
-                                          w_stride, s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 512), chunks, columns, values, D, W, w_stride,
+                                          s0, n, scale)
         elif size == 256:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 256), chunks, c0, c1, columns, values, D, W,
-                                          w_stride, s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 256), chunks, columns, values, D, W, w_stride,
+                                          s0, n, scale)
         else:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 64), chunks, c0, c1, columns, values, D, W,
-                                          w_stride, s0, n, scale)
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 64), chunks, columns, values, D, W, w_stride,
+                                          s0, n, scale)
 
 
 @jit

@@ -581,32 +581,40 @@ def test_nonzeros_and_nonfinite_entries_are_counted_in_whole_tiles_and_tails(d, 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 130, 784])
 def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
-    """Rows a:b packed from a * D on, and chunks[r, c] where row r's nonzeros at columns
-    c * CHUNK on begin (its end last): two row ranges compressed apart give the whole batch's."""
+    """Chunks c0:c1 of every row packed from k on, and table[r, j] where row r's nonzeros at
+    columns (c0 + j) * CHUNK on begin (its end last): two chunk ranges compressed apart, each in
+    a region of its own (as two threads do), list every nonzero of their columns."""
     from fastbp.kernels import sparse
     rng = np.random.default_rng(d)
     x = sparse_rows(rng, 7, d, dtype, zeros=0.6)
     x[3] = 0
     x[4, :min(d, sparse.CHUNK)] = 0          # a first chunk with nothing in it
     columns, values = np.full(7 * d, -1, np.int32), np.zeros(7 * d, dtype)
-    chunks = np.full((7, sparse.chunk_count(d) + 1), -1, np.int64)
-    sparse._compress_rows_chunked(x, 0, 3, columns, values, chunks)
-    sparse._compress_rows_chunked(x, 3, 7, columns, values, chunks)
-    assert chunks.shape[1] == -(-d // sparse.CHUNK) + 1
-    for r in range(7):
-        assert chunks[r, 0] == (r * d if r in (0, 3) else chunks[r - 1, -1])
-        for c in range(chunks.shape[1] - 1):
-            k0, k1 = chunks[r, c], chunks[r, c + 1]
-            inside = np.flatnonzero(x[r, c * sparse.CHUNK:(c + 1) * sparse.CHUNK]) + c * sparse.CHUNK
-            np.testing.assert_array_equal(columns[k0:k1], inside)
-            np.testing.assert_array_equal(values[k0:k1], x[r, inside])
+    whole = sparse.chunk_count(d)
+    assert whole == -(-d // sparse.CHUNK)
+    cut = whole // 2
+    ranges = ((0, cut, 0), (cut, whole, 7 * cut * sparse.CHUNK))
+    for c0, c1, k in ranges:
+        table = np.full((7, c1 - c0 + 1), -1, np.int64)
+        end = sparse._compress_chunks(x, c0, c1, columns, values, table, k)
+        assert table[0, 0] == k and end == table[-1, -1] == k + np.count_nonzero(
+            x[:, c0 * sparse.CHUNK:c1 * sparse.CHUNK])
+        for r in range(7):
+            assert r == 0 or table[r, 0] == table[r - 1, -1]
+            for j in range(c1 - c0):
+                k0, k1 = table[r, j], table[r, j + 1]
+                c = c0 + j
+                inside = np.flatnonzero(x[r, c * sparse.CHUNK:(c + 1) * sparse.CHUNK]) + c * sparse.CHUNK
+                np.testing.assert_array_equal(columns[k0:k1], inside)
+                np.testing.assert_array_equal(values[k0:k1], x[r, inside])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,h", [(784, 50), (784, 10), (130, 256), (64, 300), (1, 50)])
 def test_chunked_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
-    """X @ W + b (with and without ReLU) and X^T D chunk by chunk add the same numbers in the same
-    order as row by row: equal to the last bit, at every tile width (10 to 300 columns)."""
+    """X @ W + b and X^T D chunk by chunk add the same numbers in the same order as row by row:
+    equal to the last bit, at every tile width (10 to 300 columns); X^T D from two chunk ranges'
+    lists (as two threads would) too."""
     from fastbp.kernels import sparse
     rng = np.random.default_rng(d + h)
     n = 9
@@ -615,23 +623,27 @@ def test_chunked_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
     W, b = rng.standard_normal((d, h)).astype(dtype), rng.standard_normal(h).astype(dtype)
     D = rng.standard_normal((n, h)).astype(dtype)
     columns, values = np.empty(n * d, np.int32), np.empty(n * d, dtype)
-    chunks = np.empty((n, sparse.chunk_count(d) + 1), np.int64)
-    sparse._compress_rows_chunked(x, 0, n, columns, values, chunks)
+    whole = sparse.chunk_count(d)
+    chunks = np.empty((n, whole + 1), np.int64)
+    sparse._compress_chunks(x, 0, whole, columns, values, chunks, 0)
     lo, hi = chunks[:, 0].copy(), chunks[:, -1].copy()
-    for epilogue in (sparse.STORE, sparse.STORE_RELU):
-        for bias in (b, b[:0]):
-            want, got = np.empty((n, h), dtype), np.full((n, h), np.nan, dtype)
-            sparse._rows_times(lo, hi, columns, values, W, h, bias, h, want, h, epilogue, want)
-            sparse._chunked_times(chunks, columns, values, W, bias, got, epilogue)
-            np.testing.assert_array_equal(got, want)
-    assert np.allclose(want, np.maximum(x.astype(np.float64) @ W, 0), rtol=1e-4, atol=1e-4)
+    for bias in (b, b[:0]):
+        want, got = np.empty((n, h), dtype), np.full((n, h), np.nan, dtype)
+        sparse._rows_times(lo, hi, columns, values, W, h, bias, h, want, h, sparse.STORE, want)
+        sparse._chunked_times(chunks, columns, values, W, bias, got)
+        np.testing.assert_array_equal(got, want)
+    assert np.allclose(want, x.astype(np.float64) @ W, rtol=1e-4, atol=1e-4)
     start = rng.standard_normal((d, h)).astype(dtype)
-    want, got = start.copy(), start.copy()
+    want, got, halves = start.copy(), start.copy(), start.copy()
     sparse._add_outer(lo, hi, columns, values, D, h, want, h, h, 0.5)
-    cut = chunks.shape[1] // 2   # (as two threads would: chunks 0:cut, then cut:)
-    sparse._chunked_add_outer(chunks, 0, cut, columns, values, D, got, h, 0.5)
-    sparse._chunked_add_outer(chunks, cut, chunks.shape[1] - 1, columns, values, D, got, h, 0.5)
+    sparse._chunked_add_outer(chunks, columns, values, D, got, h, 0.5)
     np.testing.assert_array_equal(got, want)
+    cut = whole // 2
+    for c0, c1 in ((0, cut), (cut, whole)):
+        table = np.empty((n, c1 - c0 + 1), np.int64)
+        sparse._compress_chunks(x, c0, c1, columns, values, table, 0)
+        sparse._chunked_add_outer(table, columns, values, D, halves, h, 0.5)
+    np.testing.assert_array_equal(halves, want)
     assert np.allclose(want, start + 0.5 * x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
 
 
