@@ -7,9 +7,14 @@ across a loop that also reads a weight array it might alias. A ``Tile`` is an LL
 of sums in it while it streams weight rows in, and loads/stores it with a lane count, so a width
 of 50 costs one masked tile, not 50 scalar steps.
 
-Kernels pick the width per row slice from TILE_SIZES (a 10-class row takes 64 bytes, a 256-wide
-float32 row 1 KiB: fewer passes over the nonzero lists and fewer trips through the weights). The
-widest is 1 KiB (16 registers) where the CPU has AVX-512's 32 registers, 256 bytes on AVX2's 16.
+Kernels pick the width per row slice from TILE_SIZES (a 10-class row takes 64 bytes at float32,
+128 at float64, a 256-wide float32 row 1 KiB: fewer passes over the nonzero lists and fewer trips
+through the weights). The widest is 1 KiB (16 registers) where the CPU has AVX-512's 32
+registers, 256 bytes on AVX2's 16. Sizes are powers of two: LLVM splits such a vector into whole
+registers, but legalised a 448-byte one (seven registers, for a 50-wide float64 row) with
+shuffles and spills in the inner loop, which ran 2x slower than the 512-byte tile. The 128-byte
+tile is for float64 class scores: two registers where a 256-byte tile spent four (the nets'
+second layer, 50 rows of a 784-50-10 net's batch on a Zen 4: 6.6 -> 4.9 us).
 The operations take their width from a tile argument (``zeros(like, nbytes)`` makes the first),
 so each loop is written once and compiled per width. ``load``/``store`` mask lanes >= n;
 ``load_full``/``store_full`` move whole tiles: a loop over full tiles keeps no masks live (with
@@ -48,7 +53,7 @@ def _target_features():
 _FEATURES = _target_features()
 _AVX512 = "+avx512f" in _FEATURES
 _COMPRESS_IN_REGISTERS = _AVX512 and "+avx512vl" in _FEATURES   # (8 int32 column numbers: a ymm)
-TILE_SIZES = (1024, 512, 256, 64) if _AVX512 else (256, 64)   # bytes, widest first
+TILE_SIZES = (1024, 512, 256, 128, 64) if _AVX512 else (256, 64)   # bytes, widest first
 REGISTER = 64 if _AVX512 else 32                              # bytes in a vector register
 _FAST = tuple(sorted(FASTMATH))  # the kernels' LLVM flags: FMA contraction, no nnan/ninf
 

@@ -202,7 +202,7 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
     out's layout). b may be empty (no bias). W (D, >= width) has rows of w_stride elements.
 
     A row is done in as few tile-wide slices as cover it (1 KiB for a 256-wide float32 row, 64
-    bytes for 10 class scores), each one pass over the row's nonzeros."""
+    bytes for 10 float32 class scores, 128 for float64), each one pass over the row's nonzeros."""
     rows = lo.size
     for r in range(min(PREFETCH_ROWS, rows)):
         _prefetch_row(columns, values, lo[r], hi[r])
@@ -223,6 +223,9 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
                                   n, out, o, epilogue, h)
             elif size == 256:
                 c0 = _times_slice(simd.zeros(W, 256), start, end, columns, values, W, w_stride, b, c0,
+                                  n, out, o, epilogue, h)
+            elif size == 128:
+                c0 = _times_slice(simd.zeros(W, 128), start, end, columns, values, W, w_stride, b, c0,
                                   n, out, o, epilogue, h)
             else:
                 c0 = _times_slice(simd.zeros(W, 64), start, end, columns, values, W, w_stride, b, c0,
@@ -273,6 +276,8 @@ def _chunked_times(chunks, columns, values, W, b, out):
             c0 = _chunked_slice(simd.zeros(W, 512), chunks, columns, values, W, b, c0, n, out)
         elif size == 256:
             c0 = _chunked_slice(simd.zeros(W, 256), chunks, columns, values, W, b, c0, n, out)
+        elif size == 128:
+            c0 = _chunked_slice(simd.zeros(W, 128), chunks, columns, values, W, b, c0, n, out)
         else:
             c0 = _chunked_slice(simd.zeros(W, 64), chunks, columns, values, W, b, c0, n, out)
 
@@ -323,6 +328,9 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
             elif size == 256:
                 c0 = _add_outer_slice(simd.zeros(W, 256), start, end, columns, values, D, o, W,
                                       w_stride, c0, n, scale)
+            elif size == 128:
+                c0 = _add_outer_slice(simd.zeros(W, 128), start, end, columns, values, D, o, W,
+                                      w_stride, c0, n, scale)
             else:
                 c0 = _add_outer_slice(simd.zeros(W, 64), start, end, columns, values, D, o, W,
                                       w_stride, c0, n, scale)
@@ -371,6 +379,9 @@ def _chunked_add_outer(chunks, columns, values, D, W, w_stride, scale):
                                           s0, n, scale)
         elif size == 256:
             s0 = _chunked_add_outer_slice(simd.zeros(W, 256), chunks, columns, values, D, W, w_stride,
+                                          s0, n, scale)
+        elif size == 128:
+            s0 = _chunked_add_outer_slice(simd.zeros(W, 128), chunks, columns, values, D, W, w_stride,
                                           s0, n, scale)
         else:
             s0 = _chunked_add_outer_slice(simd.zeros(W, 64), chunks, columns, values, D, W, w_stride,
