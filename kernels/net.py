@@ -29,10 +29,12 @@ from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_r
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
 # than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
-# does not. Measured on a 2-core Zen 4, a batch of 100 (784-50-10, float64, one BLAS thread, the
-# halves on two threads), us per call, gradient + loss: lists 263 + 125 at MNIST's 19 % nonzero
-# (and growing with the nonzeros), BLAS 339 + 188 at any density.
-DENSE_SHARE = 0.3
+# does not. Measured on a 2-core Zen 4 in the book's loop (784-50-10, float64 net, float32 x,
+# batch 100; one BLAS thread per half), us an iteration, lists against BLAS, both ways of
+# running (the team of two threads; one thread): Fashion-MNIST's 50 % nonzero 632 / 664, 842 /
+# 970; 60 % (dense images, pixels zeroed at random) 626 / 639, 981 / 980; 75 % 701 / 646, 1149
+# / 945; 90 % 810 / 629.
+DENSE_SHARE = 0.6
 
 
 @jit
@@ -128,6 +130,19 @@ def _dense_first_gradient(blocks, part, d, dW):
     p0, p1 = _first_columns(dW.shape[0], part)
     if p1 > p0:   # (beta 0: BLAS writes the rows whole)
         _gemm(blocks[part], True, d, False, dW[p0:p1], 1.0, 0.0)
+
+
+@jit
+def _sparse_first_gradient(table, columns, values, part, d, starts, rows, vals, dW):
+    """dW1's rows of x's column half ``part`` from the half's lists (table: see _first_csr): its
+    nonzeros regrouped by column into starts/rows/vals (sparse._column_lists: rows and vals as
+    long as columns and values, starts two longer than the half has columns), then each row of
+    dW1 summed in registers and written once (sparse._column_outer) from d, the first layer's
+    output gradient in 64-byte padded rows (step._aligned_rows: unpadded, each row's loads
+    straddle cache lines, and the sums took 60 us where they took 51 for a batch of 100)."""
+    p0, p1 = _first_columns(dW.shape[0], part)
+    sparse._column_lists(table, columns, values, p0, p1, starts, rows, vals)
+    sparse._column_outer(starts, rows, vals, d, d.shape[1], dW, p0)
 
 
 @jit
@@ -269,10 +284,10 @@ def _copied_out(sums, W):
 
 @jit
 def _copy_rows(a, p0, p1, out):
-    """out[p0:p1] = a[p0:p1, :width] for out (D, width), a's rows at least as wide: element by
-    element, which LLVM vectorises (a slice assignment of the blocks took 2.4x as long)."""
+    """out[p0:p1, :w] = a[p0:p1, :w], w the narrower of the two's widths: element by element,
+    which LLVM vectorises (a slice assignment of the blocks took 2.4x as long)."""
     for r in range(p0, p1):
-        for c in range(out.shape[1]):
+        for c in range(min(a.shape[1], out.shape[1])):
             out[r, c] = a[r, c]
 
 
@@ -294,16 +309,19 @@ def net_gradient(x, t, weights, biases, activation):
         below, width = W.shape
         if layer == 0:
             columns, values, tables, blocks = first   # (x's dtype: a call of its own)
+            dW = np.empty((below, width), y.dtype)
             if blocks[1].shape[1]:   # the product went to BLAS: x.T @ d too
-                dW = np.empty((below, width), y.dtype)
                 for part in range(2):
                     _dense_first_gradient(blocks, part, d, dW)
-                dWs.append(dW)
-            else:   # (summed in zeroed padded rows)
-                sums = _aligned_rows(below, width, W)
-                for table in tables:
-                    sparse._chunked_add_outer(table, columns, values, d, sums, sums.shape[1], 1.0)
-                dWs.append(_copied_out(sums, W))
+            else:
+                rows, vals = np.empty(columns.size, np.int32), np.empty_like(values)
+                padded = _aligned_rows(n, width, d, False)
+                _copy_rows(d, 0, n, padded)
+                for part in range(2):
+                    p0, p1 = _first_columns(below, part)
+                    _sparse_first_gradient(tables[part], columns, values, part, padded,
+                                           np.empty(p1 - p0 + 2, np.int64), rows, vals, dW)
+            dWs.append(dW)
         else:
             columns, values, lo, hi = hidden[layer - 1]
             sums = _aligned_rows(below, width, W)
@@ -375,12 +393,14 @@ NONFINITE, DENSE, WANTS_BLAS = 0, 1, 2     # positions in the workspace's ``fact
 def team_workspace(x, weights):
     """Scratch for net_team on x (N, D) C-contiguous and the weights: (counts, facts, the first
     layer's (x's nonzero lists: columns, values, tables (see _first_csr), each half packed in a
-    region of its own; the upper half's sums (N, H1)), x's two column halves in the weights'
+    region of its own; the upper half's sums (N, H1); for dW1, the lists regrouped by column (each
+    half's starts, rows, vals) and the layer's output gradient in padded rows: see
+    _sparse_first_gradient), x's two column halves in the weights'
     dtype (for BLAS: each half C-contiguous, as BLAS read a column block of x in place 14 %
     slower), then per layer (its input's nonzero lists (none for the first), its
     output gradient (N, width), its W.T (64-byte padded rows; none for the first), the output
     gradient's nonzero lists), per layer dW's sums (D, H in 64-byte padded rows: _add_outer's
-    rows; see step._aligned_rows), each part's bounds (2, 2, N), and the softmax's maxes,
+    rows; see step._aligned_rows; none for the first), each part's bounds (2, 2, N), and the softmax's maxes,
     logsums and the rows' losses (N,))."""
     n = x.shape[0]
     dtype = weights[0].dtype
@@ -391,16 +411,20 @@ def team_workspace(x, weights):
 
     first, width = weights[0].shape
     cut, whole = _first_cut(first), sparse.chunk_count(first)
+    split = _first_split(first)
+    by_column = ((np.empty(split + 2, np.int64), np.empty(first - split + 2, np.int64)),
+                 np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
+                 _aligned_rows(n, width, weights[0], False))
     first_layer = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
                    (np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)),
-                   np.empty((n, width), dtype))
+                   np.empty((n, width), dtype), by_column)
     inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
                        for layer, W in enumerate(weights))
     grad_lists = tuple(lists(n * W.shape[1], dtype) for W in weights)
-    sums = tuple(_aligned_rows(*W.shape, W, False) for W in weights)
-    split = _first_split(first)
+    sums = tuple(_aligned_rows(0 if layer == 0 else W.shape[0], W.shape[1], W, False)
+                 for layer, W in enumerate(weights))
     blocks = (np.empty((n, split), dtype), np.empty((n, first - split), dtype))
     return (np.empty(n, np.int64), np.zeros(8, np.int64), first_layer, blocks, inputs, grads, transposes,
             grad_lists, sums, np.empty((2, 2, n), np.int64), np.empty(n, np.float64),
@@ -447,7 +471,7 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
 def _team_first(work, part, x, weights, biases, activation, outputs):
     """The FIRST stage's part ``part`` (see above)."""
     _, facts, first_layer, blocks, _, _, _, _, _, _, _, _, _ = work
-    columns, values, tables, above = first_layer
+    columns, values, tables, above, _ = first_layer
     if facts[DENSE]:
         _dense_first(x, part, weights[0], biases[0], blocks, outputs[0], above)
         return
@@ -463,7 +487,7 @@ def _team_first(work, part, x, weights, biases, activation, outputs):
 @jit
 def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient):
     """The ROWS stage's part for rows a:b (see above)."""
-    _, _, first_layer, _, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
+    _, facts, first_layer, _, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
     n = x.shape[0]
     last = len(weights) - 1
     _join_halves(outputs[0], first_layer[3], a, b, last == 0, activation)
@@ -490,6 +514,8 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
                epilogue, h_below[a:b])
         if activation != RELU:
             _activation_backward(d_below[a:b], h_below[a:b], activation)
+    if not facts[DENSE]:   # (dW1's sums read it in padded rows)
+        _copy_rows(grads[0], a, b, first_layer[4][3])
 
 
 @jit
@@ -505,14 +531,14 @@ def _team_weights(work, part, x, weights, dWs, dbs):
         if layer == 0 and facts[DENSE]:
             _dense_first_gradient(blocks, part, grads[0], dW)
             continue
+        if layer == 0:   # (each half's lists touch only its rows of dW1)
+            columns, values, tables, _, (starts, rows, vals, padded) = first_layer
+            _sparse_first_gradient(tables[part], columns, values, part, padded, starts[part], rows,
+                                   vals, dW)
+            continue
         acc = sums[layer]   # (summed in padded rows, then handed over as plain ones)
         acc[p0:p1] = 0
-        if layer == 0:   # (each half's lists touch only its rows of dW1)
-            columns, values, tables, _ = first_layer
-            table = tables[0] if part == 0 else tables[1]
-            sparse._chunked_add_outer(table, columns, values, grads[0], acc, acc.shape[1], 1.0)
-        else:
-            _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
+        _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
         _copy_rows(acc, p0, p1, dW)
     if part == 0:
         for layer in range(len(weights)):

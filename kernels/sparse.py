@@ -337,55 +337,75 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
 
 
 @jit
-def _chunked_add_outer_slice(zero, chunks, columns, values, D, W, w_stride, s0, n, scale):
-    """One tile-wide slice of _chunked_add_outer: columns s0:s0 + n of W. Returns s0 + the
-    tile's lanes."""
-    width = D.shape[1]
-    for c in range(chunks.shape[1] - 1):
-        for r in range(chunks.shape[0]):
-            start, end = chunks[r, c], chunks[r, c + 1]
-            if start == end:
-                continue
-            g = simd.mul(simd.load_slice(zero, D, r * width + s0, n), simd.splat(zero, scale))
-            if n >= simd.lanes(g):   # (the loops written here, as in _chunked_slice)
-                for k in range(start, end):
-                    offset = columns[k] * w_stride + s0
-                    row = simd.fma(simd.splat(g, values[k]), g, simd.load_full(g, W, offset))
-                    simd.store_full(W, offset, row)
-            else:
-                for k in range(start, end):
-                    offset = columns[k] * w_stride + s0
-                    row = simd.fma(simd.splat(g, values[k]), g, simd.load_slice(g, W, offset, n))
-                    simd.store_slice(W, offset, n, row)
+def _column_lists(chunks, columns, values, p0, p1, starts, rows, vals):
+    """X's nonzeros regrouped by column (a counting sort): from the row lists of a range of chunks
+    (chunks: its table, see _compress_chunks; every column in p0:p1), column p0 + j's entries are
+    rows[starts[j]:starts[j + 1]], the row (of the table) of each with its value in vals, rows
+    increasing. They take the positions the row lists take (from chunks[0, 0] on). starts
+    (p1 - p0 + 2,).
+
+    The indices are unsigned: Numba checks a signed index for wrapping around (a negative index
+    counts from the end), which took half the time of the scatter (7,500 entries: 18 -> 9 us)."""
+    rows_in, ends = chunks.shape[0], chunks.shape[1] - 1
+    first = chunks[0, 0] if rows_in else 0
+    last = chunks[rows_in - 1, ends] if rows_in else 0
+    starts[:] = 0
+    counts, cursors = starts[2:], starts[1:]
+    for k in range(first, last):   # column p's count at starts[p - p0 + 2] ...
+        counts[np.uint64(columns[k] - p0)] += 1
+    starts[0] = starts[1] = first
+    for j in range(2, starts.size):   # ... its first position at starts[p - p0 + 1] ...
+        starts[j] += starts[j - 1]
+    for r in range(rows_in):   # ... and its end there once its entries are placed
+        row = np.int32(r)
+        for k in range(chunks[r, 0], chunks[r, ends]):
+            j = np.uint64(columns[k] - p0)
+            at = np.uint64(cursors[j])
+            rows[at] = row
+            vals[at] = values[k]
+            cursors[j] = at + np.uint64(1)
+
+
+@jit
+def _column_outer_slice(zero, starts, rows, vals, D, d_stride, W, p0, s0, n):
+    """One tile-wide slice of _column_outer: columns s0:s0 + n of W. Returns s0 + the tile's
+    lanes."""
+    width = W.shape[1]
+    for j in range(starts.size - 2):
+        acc = zero
+        for k in range(np.uint64(starts[j]), np.uint64(starts[j + 1])):   # (see _column_lists)
+            acc = simd.fma(simd.splat(acc, vals[k]), simd.load_slice(zero, D, rows[k] * d_stride + s0, n),
+                           acc)
+        simd.store_slice(W, (p0 + j) * width + s0, n, acc)
     return s0 + simd.lanes(zero)
 
 
 @jit
-def _chunked_add_outer(chunks, columns, values, D, W, w_stride, scale):
-    """W[:, :H] += scale X^T D at the rows of W that X's chunked nonzero lists cover (see
-    _compress_chunks; the lists of a range of chunks touch only those rows of W) for D (N, H)
-    C-contiguous: chunk by chunk (see CHUNK), each over the batch's rows in their order, so
-    every row of W gets the same additions in the same order as from _add_outer."""
-    width = D.shape[1]
+def _column_outer(starts, rows, vals, D, d_stride, W, p0):
+    """W[p0:p0 + m] = (X^T D)[p0:p0 + m] for D (N, H) and W (>= p0 + m, H), both C-contiguous, X's
+    nonzeros in columns p0:p0 + m as _column_lists regrouped them (m = starts.size - 2): each
+    row of W summed in registers and written once. Each row's sum adds its column's entries in
+    the order of the batch's rows, as _add_outer adds them to a row of zeros: the same numbers."""
+    width = W.shape[1]
     s0 = 0
     while s0 < width:
         n = width - s0
         size = _slice_bytes(n * W.itemsize)
         if size == 1024:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 1024), chunks, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _column_outer_slice(simd.zeros(W, 1024), starts, rows, vals, D, d_stride, W, p0, s0,
+                                     n)
         elif size == 512:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 512), chunks, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _column_outer_slice(simd.zeros(W, 512), starts, rows, vals, D, d_stride, W, p0, s0,
+                                     n)
         elif size == 256:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 256), chunks, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _column_outer_slice(simd.zeros(W, 256), starts, rows, vals, D, d_stride, W, p0, s0,
+                                     n)
         elif size == 128:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 128), chunks, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _column_outer_slice(simd.zeros(W, 128), starts, rows, vals, D, d_stride, W, p0, s0,
+                                     n)
         else:
-            s0 = _chunked_add_outer_slice(simd.zeros(W, 64), chunks, columns, values, D, W, w_stride,
-                                          s0, n, scale)
+            s0 = _column_outer_slice(simd.zeros(W, 64), starts, rows, vals, D, d_stride, W, p0, s0,
+                                     n)
 
 
 @jit

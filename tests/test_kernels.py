@@ -611,10 +611,11 @@ def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,h", [(784, 50), (784, 10), (130, 256), (64, 300), (1, 50)])
-def test_chunked_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
-    """X @ W + b and X^T D chunk by chunk add the same numbers in the same order as row by row:
-    equal to the last bit, at every tile width (10 to 300 columns); X^T D from two chunk ranges'
-    lists (as two threads would) too."""
+def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
+    """X @ W + b chunk by chunk adds the same numbers in the same order as row by row, and X^T D
+    from the lists regrouped by column as the in-place row updates into zeros: equal to the last
+    bit, at every tile width (10 to 300 columns), from one chunk range's lists or two (as two
+    threads would)."""
     from fastbp.kernels import sparse
     rng = np.random.default_rng(d + h)
     n = 9
@@ -633,18 +634,27 @@ def test_chunked_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
         sparse._chunked_times(chunks, columns, values, W, bias, got)
         np.testing.assert_array_equal(got, want)
     assert np.allclose(want, x.astype(np.float64) @ W, rtol=1e-4, atol=1e-4)
-    start = rng.standard_normal((d, h)).astype(dtype)
-    want, got, halves = start.copy(), start.copy(), start.copy()
-    sparse._add_outer(lo, hi, columns, values, D, h, want, h, h, 0.5)
-    sparse._chunked_add_outer(chunks, columns, values, D, got, h, 0.5)
-    np.testing.assert_array_equal(got, want)
+    want = np.zeros((d, h), dtype)
+    sparse._add_outer(lo, hi, columns, values, D, h, want, h, h, 1.0)
+    assert np.allclose(want, x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
     cut = whole // 2
-    for c0, c1 in ((0, cut), (cut, whole)):
-        table = np.empty((n, c1 - c0 + 1), np.int64)
-        sparse._compress_chunks(x, c0, c1, columns, values, table, 0)
-        sparse._chunked_add_outer(table, columns, values, D, halves, h, 0.5)
-    np.testing.assert_array_equal(halves, want)
-    assert np.allclose(want, start + 0.5 * x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
+    for ranges in (((0, whole),), ((0, cut), (cut, whole))):   # (whole, and as two threads would)
+        got = np.full((d, h), np.nan, dtype)
+        rows, vals = np.full(n * d, -1, np.int32), np.full(n * d, np.nan, dtype)
+        k = 3   # (the lists need not begin at 0)
+        for c0, c1 in ranges:
+            table = np.empty((n, c1 - c0 + 1), np.int64)
+            k = sparse._compress_chunks(x, c0, c1, columns, values, table, k)
+            p0, p1 = c0 * sparse.CHUNK, min(c1 * sparse.CHUNK, d)
+            starts = np.empty(p1 - p0 + 2, np.int64)
+            sparse._column_lists(table, columns, values, p0, p1, starts, rows, vals)
+            for j in range(p1 - p0):   # each column's entries: its nonzeros, rows increasing
+                inside = np.flatnonzero(x[:, p0 + j])
+                np.testing.assert_array_equal(rows[starts[j]:starts[j + 1]], inside)
+                np.testing.assert_array_equal(vals[starts[j]:starts[j + 1]], x[inside, p0 + j])
+            assert starts[0] == table[0, 0] and starts[p1 - p0] == table[-1, -1]
+            sparse._column_outer(starts, rows, vals, D, h, got, p0)
+        np.testing.assert_array_equal(got, want)
 
 
 def _csr_steps_against_dense(x, t, ws, bs, batches, activation, dtype, csr_steps):
