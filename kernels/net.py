@@ -24,8 +24,8 @@ from ._config import jit
 from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term, softmax_cross_entropy,
                          softmax_cross_entropy_backward)
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
-from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _first_from,
-                   _gemm, _times, _transpose_into)
+from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _copy_rows,
+                   _first_from, _gemm, _times, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
 # than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
@@ -141,8 +141,10 @@ def _sparse_first_gradient(table, columns, values, part, d, starts, rows, vals, 
     output gradient in 64-byte padded rows (step._aligned_rows: unpadded, each row's loads
     straddle cache lines, and the sums took 60 us where they took 51 for a batch of 100)."""
     p0, p1 = _first_columns(dW.shape[0], part)
-    sparse._column_lists(table, columns, values, p0, p1, starts, rows, vals)
-    sparse._column_outer(starts, rows, vals, d, d.shape[1], dW, p0)
+    ends = table.shape[1] - 1
+    sparse._column_lists(table[:, 0], table[:, ends], columns, values, p0, p1, starts, rows, vals,
+                         table[0, 0])
+    sparse._column_outer(starts, rows, vals, d, dW, dW.shape[1], p0, 1.0, False)
 
 
 @jit
@@ -280,15 +282,6 @@ def _copied_out(sums, W):
     dW = np.empty(W.shape, W.dtype)
     _copy_rows(sums, 0, W.shape[0], dW)
     return dW
-
-
-@jit
-def _copy_rows(a, p0, p1, out):
-    """out[p0:p1, :w] = a[p0:p1, :w], w the narrower of the two's widths: element by element,
-    which LLVM vectorises (a slice assignment of the blocks took 2.4x as long)."""
-    for r in range(p0, p1):
-        for c in range(min(a.shape[1], out.shape[1])):
-            out[r, c] = a[r, c]
 
 
 @jit

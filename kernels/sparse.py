@@ -40,6 +40,13 @@ PREFETCH_ROWS = 2
 # (chunks of 48 to 128 columns took within 10 % of it in a first version of these loops).
 CHUNK = 64
 
+# _column_outer takes narrower tiles, in more passes, when that keeps a tile-wide slice of every
+# row of D in L1 (32 KiB on Zen 3 and 4): D's rows are read once per nonzero, in any order. D
+# of 100 rows (a batch), us for X^T D of a MNIST-like batch (15,000 nonzeros) on a Zen 4, by
+# tile: float32, 256 wide 141 (1 KiB) / 112 (512) / 96 (256); float64, 50 wide 54 (512) / 48
+# (256).
+L1_BYTES = 32 * 1024
+
 
 @jit
 def _count_nonzeros(x, counts):
@@ -337,28 +344,25 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
 
 
 @jit
-def _column_lists(chunks, columns, values, p0, p1, starts, rows, vals):
-    """X's nonzeros regrouped by column (a counting sort): from the row lists of a range of chunks
-    (chunks: its table, see _compress_chunks; every column in p0:p1), column p0 + j's entries are
-    rows[starts[j]:starts[j + 1]], the row (of the table) of each with its value in vals, rows
-    increasing. They take the positions the row lists take (from chunks[0, 0] on). starts
-    (p1 - p0 + 2,).
+def _column_lists(lo, hi, columns, values, p0, p1, starts, rows, vals, first):
+    """X's nonzeros regrouped by column (a counting sort): from its rows' nonzero lists (row r's
+    at lo[r]:hi[r], every column in p0:p1), column p0 + j's entries are rows[starts[j]:starts[j +
+    1]], the row (r) of each with its value in vals, rows increasing, from position ``first`` on.
+    starts (p1 - p0 + 2,).
 
     The indices are unsigned: Numba checks a signed index for wrapping around (a negative index
     counts from the end), which took half the time of the scatter (7,500 entries: 18 -> 9 us)."""
-    rows_in, ends = chunks.shape[0], chunks.shape[1] - 1
-    first = chunks[0, 0] if rows_in else 0
-    last = chunks[rows_in - 1, ends] if rows_in else 0
     starts[:] = 0
     counts, cursors = starts[2:], starts[1:]
-    for k in range(first, last):   # column p's count at starts[p - p0 + 2] ...
-        counts[np.uint64(columns[k] - p0)] += 1
+    for r in range(lo.size):   # column p's count at starts[p - p0 + 2] ...
+        for k in range(lo[r], hi[r]):
+            counts[np.uint64(columns[k] - p0)] += 1
     starts[0] = starts[1] = first
     for j in range(2, starts.size):   # ... its first position at starts[p - p0 + 1] ...
         starts[j] += starts[j - 1]
-    for r in range(rows_in):   # ... and its end there once its entries are placed
+    for r in range(lo.size):   # ... and its end there once its entries are placed
         row = np.int32(r)
-        for k in range(chunks[r, 0], chunks[r, ends]):
+        for k in range(lo[r], hi[r]):
             j = np.uint64(columns[k] - p0)
             at = np.uint64(cursors[j])
             rows[at] = row
@@ -367,45 +371,63 @@ def _column_lists(chunks, columns, values, p0, p1, starts, rows, vals):
 
 
 @jit
-def _column_outer_slice(zero, starts, rows, vals, D, d_stride, W, p0, s0, n):
+def _column_slice_bytes(left, rows):
+    """_slice_bytes for _column_outer, whose every entry reads a tile-wide slice of one of D's
+    ``rows`` rows: no wider than keeps that slice of all of them in L1 (L1_BYTES), unless
+    even the narrowest tile does not."""
+    widest = _slice_bytes(left)
+    for size in simd.TILE_SIZES:   # widest first
+        if size <= widest and (size * rows <= L1_BYTES or size == simd.TILE_SIZES[-1]):
+            return size
+    return widest
+
+
+@jit
+def _column_outer_slice(zero, starts, rows, vals, D, W, p0, scale, add, s0, n):
     """One tile-wide slice of _column_outer: columns s0:s0 + n of W. Returns s0 + the tile's
     lanes."""
-    width = W.shape[1]
+    d_stride, w_stride = D.shape[1], W.shape[1]
+    factor = simd.splat(zero, scale)
     for j in range(starts.size - 2):
         acc = zero
         for k in range(np.uint64(starts[j]), np.uint64(starts[j + 1])):   # (see _column_lists)
             acc = simd.fma(simd.splat(acc, vals[k]), simd.load_slice(zero, D, rows[k] * d_stride + s0, n),
                            acc)
-        simd.store_slice(W, (p0 + j) * width + s0, n, acc)
+        o = (p0 + j) * w_stride + s0
+        if add:
+            simd.store_slice(W, o, n, simd.fma(acc, factor, simd.load_slice(zero, W, o, n)))
+        else:
+            simd.store_slice(W, o, n, simd.mul(acc, factor))
     return s0 + simd.lanes(zero)
 
 
 @jit
-def _column_outer(starts, rows, vals, D, d_stride, W, p0):
-    """W[p0:p0 + m] = (X^T D)[p0:p0 + m] for D (N, H) and W (>= p0 + m, H), both C-contiguous, X's
-    nonzeros in columns p0:p0 + m as _column_lists regrouped them (m = starts.size - 2): each
-    row of W summed in registers and written once. Each row's sum adds its column's entries in
-    the order of the batch's rows, as _add_outer adds them to a row of zeros: the same numbers."""
-    width = W.shape[1]
+def _column_outer(starts, rows, vals, D, W, width, p0, scale, add):
+    """W[p0:p0 + m, :width] = scale (X^T D[:, :width])[p0:p0 + m], or with ``add`` W[...] += that,
+    for D (N, >= width) and W (>= p0 + m, >= width) C-contiguous, X's nonzeros in
+    columns p0:p0 + m as _column_lists regrouped them (m = starts.size - 2): each row of W summed
+    in registers and written once. Each row's sum adds its column's entries in the order of the
+    batch's rows, as _add_outer adds them to a row of zeros: with scale 1 and no ``add``, the
+    same numbers."""
     s0 = 0
     while s0 < width:
         n = width - s0
-        size = _slice_bytes(n * W.itemsize)
+        size = _column_slice_bytes(n * W.itemsize, D.shape[0])
         if size == 1024:
-            s0 = _column_outer_slice(simd.zeros(W, 1024), starts, rows, vals, D, d_stride, W, p0, s0,
-                                     n)
+            s0 = _column_outer_slice(simd.zeros(W, 1024), starts, rows, vals, D, W, p0, scale, add,
+                                     s0, n)
         elif size == 512:
-            s0 = _column_outer_slice(simd.zeros(W, 512), starts, rows, vals, D, d_stride, W, p0, s0,
-                                     n)
+            s0 = _column_outer_slice(simd.zeros(W, 512), starts, rows, vals, D, W, p0, scale, add,
+                                     s0, n)
         elif size == 256:
-            s0 = _column_outer_slice(simd.zeros(W, 256), starts, rows, vals, D, d_stride, W, p0, s0,
-                                     n)
+            s0 = _column_outer_slice(simd.zeros(W, 256), starts, rows, vals, D, W, p0, scale, add,
+                                     s0, n)
         elif size == 128:
-            s0 = _column_outer_slice(simd.zeros(W, 128), starts, rows, vals, D, d_stride, W, p0, s0,
-                                     n)
+            s0 = _column_outer_slice(simd.zeros(W, 128), starts, rows, vals, D, W, p0, scale, add,
+                                     s0, n)
         else:
-            s0 = _column_outer_slice(simd.zeros(W, 64), starts, rows, vals, D, d_stride, W, p0, s0,
-                                     n)
+            s0 = _column_outer_slice(simd.zeros(W, 64), starts, rows, vals, D, W, p0, scale, add,
+                                     s0, n)
 
 
 @jit

@@ -366,6 +366,15 @@ def _aligned_rows(rows, width, like, zeroed=True):
 
 
 @jit
+def _copy_rows(a, p0, p1, out):
+    """out[p0:p1, :w] = a[p0:p1, :w], w the narrower of the two's widths: element by element,
+    which LLVM vectorises (a slice assignment of the blocks took 2.4x as long)."""
+    for r in range(p0, p1):
+        for c in range(min(a.shape[1], out.shape[1])):
+            out[r, c] = a[r, c]
+
+
+@jit
 def _transpose_into(W, width, out):
     """out[c, p] = W[p, c] for p < W.shape[0], c < width."""
     for p in range(W.shape[0]):
@@ -392,7 +401,9 @@ def csr_workspace(values, weights, w_state, size, fused):
     the dataset's), ``bounds`` (4, N): row r's nonzeros below the layer's split are
     bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r], and the part-1 partial sums
     (N, width)), the rule's state padded (slot-major, as w_state), (db, the nonzero lists of an
-    output gradient (columns, values, lo, hi), softmax scratch maxes, logsums))."""
+    output gradient (columns, values, lo, hi), softmax scratch maxes, logsums, per part a layer's
+    input lists regrouped by column (sparse._column_lists: starts, rows, values) and per layer
+    its output gradient in padded rows (see _backward_part)))."""
     dtype = values.dtype
     last = len(weights) - 1
     layers = []
@@ -408,9 +419,14 @@ def csr_workspace(values, weights, w_state, size, fused):
     states = tuple(_aligned_rows(w_state[slot * (last + 1) + layer].shape[0], weights[layer].shape[1],
                                  values) for slot in range(2) for layer in range(last + 1))
     widest = max(W.shape[1] for W in weights)
+    tallest = max(W.shape[0] for W in weights)
+    regrouped = tuple((np.empty(tallest + 2, np.int64), np.empty(size * tallest, np.int32),
+                       np.empty(size * tallest, dtype),
+                       tuple(_aligned_rows(size, W.shape[1], values, False) for W in weights))
+                      for part in range(2))
     shared = (np.empty(0 if fused else widest, dtype), np.empty(size * widest, np.int32),
               np.empty(size * widest, dtype), np.empty(size, np.int64), np.empty(size, np.int64),
-              np.empty(size, np.float64), np.empty(size, np.float64))
+              np.empty(size, np.float64), np.empty(size, np.float64), regrouped)
     return tuple(layers), states, shared
 
 
@@ -484,6 +500,18 @@ def _finish_rows(work, layer, a, b, splits, activation):
         bounds[1, r] = bounds[2, r] = cut
 
 
+# A layer's x.T @ d goes into W (or dW) by one in-place update of a row of W per nonzero of x for
+# rows of W up to this many bytes, and above it from x's nonzeros regrouped by column
+# (sparse._column_lists), each row summed in registers and updated once (sparse._column_outer),
+# from d copied into 64-byte padded rows (unpadded, most of its rows' loads straddle two cache
+# lines). Regrouping costs a counting sort of the batch's nonzeros and saves a load and a store
+# of a row of W per nonzero. Measured on a 2-core Zen 4, fit's one-thread step (MNIST-like,
+# batch 100, float32), us: 784-50-10 (200-byte rows) 190 in place, 225 regrouped; 784-256-128-10
+# 786 in place, 726 with the first layer (1 KiB rows) regrouped, 750 with the second (512-byte
+# rows) too.
+ROW_UPDATES_UP_TO = 512
+
+
 @jit
 def _backward_part(work, layer, part, a, b, splits, columns, values, weights, activation, update,
                    iteration, weights_too):
@@ -491,7 +519,7 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
     (``weights_too``) the update of W's rows below the split (part 0) or from it (part 1): the
     rows the thread's forward part read."""
     layers, states, shared = work
-    _, d_cols, d_vals, d_lo, d_hi, _, _ = shared
+    _, d_cols, d_vals, d_lo, d_hi, _, _, regrouped = shared
     W, g, WT, _, d, cols, vals, bounds, _ = layers[layer]
     below, width = weights[layer].shape
     if layer > 0:   # d_below = (d @ W.T) * f'(.), W.T copied before this step's update
@@ -506,15 +534,25 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
         return
     if layer == 0:
         cols, vals = columns, values
-    starts, ends = bounds[2 * part], bounds[2 * part + 1]
-    rule, hyper, _, _ = update
-    if rule == SGD and hyper[WEIGHT_DECAY] == 0:   # W -= lr x.T @ d row by row, no dW
-        _add_outer(starts, ends, cols, vals, d, W, width, -hyper[LR])
-        return
     split = splits[layer]   # this part's rows of W: those its nonzeros point at
     p0, p1 = (0, split) if part == 0 else (split, below)
-    g[p0:p1] = 0
-    _add_outer(starts, ends, cols, vals, d, g, width, 1.0)
+    rule, hyper, _, _ = update
+    fused = rule == SGD and hyper[WEIGHT_DECAY] == 0   # W -= lr x.T @ d, no dW
+    target, scale = (W, -hyper[LR]) if fused else (g, 1.0)
+    lo, hi = bounds[2 * part], bounds[2 * part + 1]
+    if width * W.itemsize > ROW_UPDATES_UP_TO:   # x.T @ d's rows summed once each
+        starts, rows, column_values, padded = regrouped[part]
+        starts = starts[:p1 - p0 + 2]
+        sparse._column_lists(lo, hi, cols, vals, p0, p1, starts, rows, column_values, 0)
+        _copy_rows(d, 0, d.shape[0], padded[layer])
+        sparse._column_outer(starts, rows, column_values, padded[layer], target, width, p0, scale,
+                             fused)
+    else:   # a row of W updated in place per nonzero
+        if not fused:
+            g[p0:p1] = 0
+        _add_outer(lo, hi, cols, vals, d, target, width, scale)
+    if fused:
+        return
     if hyper[WEIGHT_DECAY] != 0:
         _add_decay(g[p0:p1], W[p0:p1], hyper[WEIGHT_DECAY])
     last = len(weights) - 1
@@ -536,7 +574,7 @@ def team_steps_csr(rank, sync, work, splits, indptr, columns, values, t, batches
     biases, W.T) is the caller's. No part's result depends on who computes it: one thread or
     two, the weights are the same bits."""
     layers, states, shared = work
-    db, _, _, _, _, maxes, logsums = shared
+    db, _, _, _, _, maxes, logsums, _ = shared
     rule, hyper, w_state, b_state = update
     lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
     fused = rule == SGD and decay == 0

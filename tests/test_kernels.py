@@ -51,12 +51,15 @@ def net(rng, sizes, dtype):
     return ws, bs
 
 
-def update_case(rng, ws, bs):
+def update_case(rng, ws, bs, rule=None, decay=None):
     """A random update rule (kernels/step.py) for weights ws, biases bs: one of the book's six
-    optimizers with random hyper-parameters and state, and weight decay half of the time."""
+    optimizers (or ``rule``) with random hyper-parameters and state, and weight decay half of the
+    time (or ``decay``)."""
     from fastbp.kernels import step
-    rule = int(rng.integers(0, 6))
-    decay = float(rng.uniform(0, 0.1)) if rng.random() < 0.5 else 0.0
+    drawn = int(rng.integers(0, 6))
+    rule = drawn if rule is None else rule
+    drawn = float(rng.uniform(0, 0.1)) if rng.random() < 0.5 else 0.0
+    decay = drawn if decay is None else decay
     a = {step.MOMENTUM: 0.9, step.NESTEROV: 0.9, step.RMSPROP: 0.99, step.ADAM: 0.9}.get(rule, 0.0)
     hyper = np.array([rng.uniform(0.01, 0.2), a, 0.999, decay, int(rng.integers(0, 5))])
     slots = (0, 1, 1, 1, 1, 2)[rule]
@@ -647,14 +650,25 @@ def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, 
             k = sparse._compress_chunks(x, c0, c1, columns, values, table, k)
             p0, p1 = c0 * sparse.CHUNK, min(c1 * sparse.CHUNK, d)
             starts = np.empty(p1 - p0 + 2, np.int64)
-            sparse._column_lists(table, columns, values, p0, p1, starts, rows, vals)
+            sparse._column_lists(table[:, 0], table[:, -1], columns, values, p0, p1, starts, rows,
+                                 vals, table[0, 0])
             for j in range(p1 - p0):   # each column's entries: its nonzeros, rows increasing
                 inside = np.flatnonzero(x[:, p0 + j])
                 np.testing.assert_array_equal(rows[starts[j]:starts[j + 1]], inside)
                 np.testing.assert_array_equal(vals[starts[j]:starts[j + 1]], x[inside, p0 + j])
             assert starts[0] == table[0, 0] and starts[p1 - p0] == table[-1, -1]
-            sparse._column_outer(starts, rows, vals, D, h, got, p0)
+            sparse._column_outer(starts, rows, vals, D, got, h, p0, 1.0, False)
         np.testing.assert_array_equal(got, want)
+    # W += a X^T D into wider rows, from D in wider rows (fit's padded copies): the last range's
+    padded = rng.standard_normal((d, h + 3)).astype(dtype)
+    wide = np.hstack([D, np.full((n, 5), np.nan, dtype)])
+    got = padded.copy()
+    sparse._column_outer(starts, rows, vals, wide, got, h, p0, -0.5, True)
+    np.testing.assert_allclose(got[p0:p1, :h], padded[p0:p1, :h] - 0.5 * want[p0:p1], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_array_equal(got[:p0], padded[:p0])
+    np.testing.assert_array_equal(got[p1:], padded[p1:])
+    np.testing.assert_array_equal(got[:, h:], padded[:, h:])
 
 
 def _csr_steps_against_dense(x, t, ws, bs, batches, activation, dtype, csr_steps):
@@ -679,6 +693,33 @@ def test_sgd_steps_csr_equals_the_dense_step_at_book_sizes(sizes, activation, dt
     ws, bs = net(rng, sizes, dtype)
     batches = rng.integers(0, 200, size=(6, 40))
     _csr_steps_against_dense(x, t, ws, bs, batches, activation, dtype, kernels.sgd_steps_csr)
+
+
+@pytest.mark.parametrize("rule", range(6))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_steps_csr_with_rows_regrouped_equals_the_dense_step(rule, dtype):
+    """Rows of W wider than step.ROW_UPDATES_UP_TO bytes take x.T @ d from x's nonzeros regrouped
+    by column, each row summed once: with each update rule, with weight decay and without, the
+    reference's weights, biases, the rule's state and the losses."""
+    from fastbp.kernels import step
+    wide = step.ROW_UPDATES_UP_TO // np.dtype(dtype).itemsize + 3
+    for decay in (0.0, 0.05):
+        rng = np.random.default_rng(rule)
+        x = sparse_rows(rng, 50, 70, dtype, zeros=0.7)
+        t = labels(rng, 50, 3)
+        ws, bs = net(rng, [70, wide, 3], dtype)
+        update = update_case(rng, ws, bs, rule, decay)
+        batches = rng.integers(0, 50, size=(4, 20))
+
+        def fresh():
+            rule_, hyper, w_state, b_state = update
+            return (tuple(w.copy() for w in ws), tuple(b.copy() for b in bs),
+                    (rule_, hyper.copy(), tuple(a.copy() for a in w_state),
+                     tuple(a.copy() for a in b_state)), np.zeros(4))
+        want, got = fresh(), fresh()
+        reference.sgd_steps(x, t, batches, *want[:2], reference.RELU, *want[2:])
+        kernels.sgd_steps_csr(*kernels.compress_rows(x), t, batches, *got[:2], reference.RELU, *got[2:])
+        assert_same(want, got, dtype, f"sgd_steps_csr rule {rule} decay {decay}")
 
 
 @pytest.mark.parametrize("split", [0, 1, 63, 64, 65, 129, 130])

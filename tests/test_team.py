@@ -49,12 +49,13 @@ def _copy(arguments):
 
 
 @needs_helper
-@pytest.mark.parametrize("sizes", [[30, 9, 4], [30, 17, 8, 5]])
+@pytest.mark.parametrize("sizes", [[30, 9, 4], [30, 17, 8, 5], [30, 140, 4]])   # (140: see below)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_team_gives_the_bits_of_one_thread_whoever_computes_which_part(sizes, dtype):
     """Rank 0 here and rank 1 on another thread, racing for every stage's second part, many
     times: always the weights, state and losses of the caller alone, and the helper did compute
-    parts (so both ways were taken)."""
+    parts (so both ways were taken). (Rows of 140 take x.T @ d regrouped by column:
+    kernels/step.py ROW_UPDATES_UP_TO.)"""
     helped = seed = 0
     while seed < 12 or (not helped and seed < 100):   # (on a busy machine the helper may be late)
         seed += 1

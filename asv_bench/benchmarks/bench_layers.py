@@ -45,10 +45,10 @@ class TwoLayerNetStep:
 class TwoLayerNetStepThreads:
     """The same step on the kernels backend, float64 (the book's), with fastbp's helper thread
     (2: a batch's gradient and loss by a team of two threads, fastbp/halves.py) and without (1:
-    every part on the calling thread), on MNIST-like input (the first layer on the nonzero lists)
-    and dense input (by one-thread BLAS, kernels/net.py DENSE_SHARE). The results are the same;
-    the time is what the helper buys."""
-    params = ([1, 2], ["mnist-like", "dense"])
+    every part on the calling thread), on MNIST-like input and input half nonzero as
+    Fashion-MNIST (the first layer on the nonzero lists) and dense input (by one-thread BLAS,
+    kernels/net.py DENSE_SHARE). The results are the same; the time is what the helper buys."""
+    params = ([1, 2], ["mnist-like", "half-nonzero", "dense"])
     param_names = ["threads", "input"]
     repeat = (10, 100, 1.0)
 
@@ -59,6 +59,8 @@ class TwoLayerNetStepThreads:
         self.x, self.t = common.mnist_onehot(BATCH, "float64")
         if input == "dense":
             self.x = common.rng(2).random(self.x.shape)
+        elif input == "half-nonzero":
+            self.x = common.rng(2).random(self.x.shape) * (common.rng(3).random(self.x.shape) < 0.5)
         book_sgd_step(self.net, self.x, self.t)  # warms the JIT and starts the helper
 
     def teardown(self, threads, input):
