@@ -138,8 +138,9 @@ def _sparse_first_gradient(table, columns, values, part, d, starts, rows, vals, 
     nonzeros regrouped by column into starts/rows/vals (sparse._column_lists: rows and vals as
     long as columns and values, starts two longer than the half has columns), then each row of
     dW1 summed in registers and written once (sparse._column_outer) from d, the first layer's
-    output gradient in 64-byte padded rows (step._aligned_rows: unpadded, each row's loads
-    straddle cache lines, and the sums took 60 us where they took 51 for a batch of 100)."""
+    output gradient in 64-byte padded rows (step._aligned_rows: unpadded, most of its rows'
+    loads straddle two cache lines; both halves for a MNIST-like batch of 100 took 60 us where
+    they took 51)."""
     p0, p1 = _first_columns(dW.shape[0], part)
     ends = table.shape[1] - 1
     sparse._column_lists(table[:, 0], table[:, ends], columns, values, p0, p1, starts, rows, vals,
@@ -388,13 +389,13 @@ def team_workspace(x, weights):
     layer's (x's nonzero lists: columns, values, tables (see _first_csr), each half packed in a
     region of its own; the upper half's sums (N, H1); for dW1, the lists regrouped by column (each
     half's starts, rows, vals) and the layer's output gradient in padded rows: see
-    _sparse_first_gradient), x's two column halves in the weights'
-    dtype (for BLAS: each half C-contiguous, as BLAS read a column block of x in place 14 %
-    slower), then per layer (its input's nonzero lists (none for the first), its
-    output gradient (N, width), its W.T (64-byte padded rows; none for the first), the output
-    gradient's nonzero lists), per layer dW's sums (D, H in 64-byte padded rows: _add_outer's
-    rows; see step._aligned_rows; none for the first), each part's bounds (2, 2, N), and the softmax's maxes,
-    logsums and the rows' losses (N,))."""
+    _sparse_first_gradient), x's two column halves in the weights' dtype (for BLAS: each half
+    C-contiguous, as BLAS read a column block of x in place 14 % slower), then per layer (its
+    input's nonzero lists (none for the first), its output gradient (N, width), its W.T (64-byte
+    padded rows; none for the first), the output gradient's nonzero lists), per layer dW's sums
+    (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows; none for the
+    first), each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows' losses
+    (N,))."""
     n = x.shape[0]
     dtype = weights[0].dtype
 

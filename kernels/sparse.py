@@ -5,7 +5,10 @@ A batch X (N, D) is kept as its nonzero lists (CSR): row i's nonzeros are ``valu
 
     X @ W + b   : for each row, start a register tile at b and add values[k] * W[columns[k]] for
                   its nonzeros only (W streams in row by row, the sums never leave registers);
-    W += a X^T D: for each nonzero, W[columns[k]] += (a values[k]) D[i] (a row update in place).
+    W += a X^T D: for each nonzero, W[columns[k]] += (a values[k]) D[i] (a row update in place),
+                  or from X's nonzeros regrouped by column (a counting sort), each row of W's
+                  update summed in registers and written once (wide rows: no load and store of
+                  a row of W per nonzero).
 
 Both do work in proportion to the nonzeros instead of N x D, and run as tiles of explicit SIMD
 (kernels/_simd.py), each row in as few tiles as cover it: at MNIST's density the product takes
