@@ -403,7 +403,7 @@ def csr_workspace(values, weights, w_state, size, fused):
     (N, width)), the rule's state padded (slot-major, as w_state), (db, the nonzero lists of an
     output gradient (columns, values, lo, hi), softmax scratch maxes, logsums, per part a layer's
     input lists regrouped by column (sparse._column_lists: starts, rows, values) and per layer
-    its output gradient in padded rows (see _backward_part)))."""
+    its output gradient in padded rows, for the layers that regroup (ROW_UPDATES_UP_TO)))."""
     dtype = values.dtype
     last = len(weights) - 1
     layers = []
@@ -419,10 +419,12 @@ def csr_workspace(values, weights, w_state, size, fused):
     states = tuple(_aligned_rows(w_state[slot * (last + 1) + layer].shape[0], weights[layer].shape[1],
                                  values) for slot in range(2) for layer in range(last + 1))
     widest = max(W.shape[1] for W in weights)
-    tallest = max(W.shape[0] for W in weights)
+    wide = [W.shape[1] * values.itemsize > ROW_UPDATES_UP_TO for W in weights]
+    tallest = max([W.shape[0] for W, regroup in zip(weights, wide) if regroup], default=0)
     regrouped = tuple((np.empty(tallest + 2, np.int64), np.empty(size * tallest, np.int32),
                        np.empty(size * tallest, dtype),
-                       tuple(_aligned_rows(size, W.shape[1], values, False) for W in weights))
+                       tuple(_aligned_rows(size if regroup else 0, W.shape[1], values, False)
+                             for W, regroup in zip(weights, wide)))
                       for part in range(2))
     shared = (np.empty(0 if fused else widest, dtype), np.empty(size * widest, np.int32),
               np.empty(size * widest, dtype), np.empty(size, np.int64), np.empty(size, np.int64),
