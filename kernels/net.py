@@ -136,12 +136,13 @@ def _dense_first_gradient(blocks, part, d, dW):
 def _sparse_first_gradient(table, columns, values, part, d, starts, rows, vals, dW):
     """dW1's rows of x's column half ``part`` from the half's lists (table: see _first_csr): its
     nonzeros regrouped by column into starts/rows/vals (sparse._column_lists: rows and vals as
-    long as columns and values, starts two longer than the half has columns), then each row of
-    dW1 summed in registers and written once (sparse._column_outer) from d, the first layer's
-    output gradient in 64-byte padded rows (step._aligned_rows: unpadded, most of its rows'
-    loads straddle two cache lines; both halves for a MNIST-like batch of 100 took 60 us where
-    they took 51)."""
+    long as columns and values, starts at least two longer than the half has columns), then each
+    row of dW1 summed in registers and written once (sparse._column_outer) from d, the first
+    layer's output gradient in 64-byte padded rows (step._aligned_rows: unpadded, most of its
+    rows' loads straddle two cache lines; both halves for a MNIST-like batch of 100 took 60 us
+    where they took 51)."""
     p0, p1 = _first_columns(dW.shape[0], part)
+    starts = starts[:p1 - p0 + 2]
     ends = table.shape[1] - 1
     sparse._column_lists(table[:, 0], table[:, ends], columns, values, p0, p1, starts, rows, vals,
                          table[0, 0])
@@ -309,12 +310,12 @@ def net_gradient(x, t, weights, biases, activation):
                     _dense_first_gradient(blocks, part, d, dW)
             else:
                 rows, vals = np.empty(columns.size, np.int32), np.empty_like(values)
+                starts = np.empty(below + 2, np.int64)
                 padded = _aligned_rows(n, width, d, False)
                 _copy_rows(d, 0, n, padded)
                 for part in range(2):
-                    p0, p1 = _first_columns(below, part)
-                    _sparse_first_gradient(tables[part], columns, values, part, padded,
-                                           np.empty(p1 - p0 + 2, np.int64), rows, vals, dW)
+                    _sparse_first_gradient(tables[part], columns, values, part, padded, starts,
+                                           rows, vals, dW)
             dWs.append(dW)
         else:
             columns, values, lo, hi = hidden[layer - 1]
@@ -518,18 +519,18 @@ def _team_weights(work, part, x, weights, dWs, dbs):
     _, facts, first_layer, blocks, inputs, grads, _, _, sums, bounds, _, _, _ = work
     n = x.shape[0]
     for layer in range(len(weights)):
-        below, width = weights[layer].shape
-        split = below // 2 if layer else _first_split(below)
-        p0, p1 = (0, split) if part == 0 else (split, below)
         dW = dWs[layer]
-        if layer == 0 and facts[DENSE]:
-            _dense_first_gradient(blocks, part, grads[0], dW)
+        if layer == 0:
+            if facts[DENSE]:
+                _dense_first_gradient(blocks, part, grads[0], dW)
+            else:   # (each half's lists touch only its rows of dW1)
+                columns, values, tables, _, (starts, rows, vals, padded) = first_layer
+                _sparse_first_gradient(tables[part], columns, values, part, padded, starts[part],
+                                       rows, vals, dW)
             continue
-        if layer == 0:   # (each half's lists touch only its rows of dW1)
-            columns, values, tables, _, (starts, rows, vals, padded) = first_layer
-            _sparse_first_gradient(tables[part], columns, values, part, padded, starts[part], rows,
-                                   vals, dW)
-            continue
+        below, width = weights[layer].shape
+        split = below // 2
+        p0, p1 = (0, split) if part == 0 else (split, below)
         acc = sums[layer]   # (summed in padded rows, then handed over as plain ones)
         acc[p0:p1] = 0
         _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
