@@ -183,8 +183,8 @@ def _first_layer_into(tables, columns, values, W, b, last, activation, out, abov
     ``above`` (out's shape), then their sum and the activation unless ``last``. (Two threads
     compute the halves apart, kernels/net.py net_team; every path sums the same way, so the
     numbers do not depend on which ran.)"""
-    sparse._chunked_times(tables[0], columns, values, W, b, out)
-    sparse._chunked_times(tables[1], columns, values, W, b[:0], above)
+    sparse._chunked_times(tables[0], columns, values, W, W.shape[1], b, out)
+    sparse._chunked_times(tables[1], columns, values, W, W.shape[1], b[:0], above)
     _join_halves(out, above, 0, out.shape[0], last, activation)
 
 
@@ -390,7 +390,9 @@ def team_workspace(x, weights):
     layer's (x's nonzero lists: columns, values, tables (see _first_csr), each half packed in a
     region of its own; the upper half's sums (N, H1); for dW1, the lists regrouped by column (each
     half's starts, rows, vals) and the layer's output gradient in padded rows: see
-    _sparse_first_gradient), x's two column halves in the weights' dtype (for BLAS: each half
+    _sparse_first_gradient; W1 copied into 64-byte padded rows, each half's rows by the part that
+    reads them: unpadded, a 50-wide float64 row's loads mostly straddle two cache lines (Fashion-
+    MNIST, a half's product on a 2-core Zen 4: 69 -> 58 us, the copy 3), x's two column halves in the weights' dtype (for BLAS: each half
     C-contiguous, as BLAS read a column block of x in place 14 % slower), then per layer (its
     input's nonzero lists (none for the first), its output gradient (N, width), its W.T (64-byte
     padded rows; none for the first), the output gradient's nonzero lists), per layer dW's sums
@@ -412,7 +414,7 @@ def team_workspace(x, weights):
                  _aligned_rows(n, width, weights[0], False))
     first_layer = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
                    (np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)),
-                   np.empty((n, width), dtype), by_column)
+                   np.empty((n, width), dtype), by_column, _aligned_rows(first, width, weights[0], False))
     inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
@@ -466,7 +468,7 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
 def _team_first(work, part, x, weights, biases, activation, outputs):
     """The FIRST stage's part ``part`` (see above)."""
     _, facts, first_layer, blocks, _, _, _, _, _, _, _, _, _ = work
-    columns, values, tables, above, _ = first_layer
+    columns, values, tables, above, _, padded = first_layer
     if facts[DENSE]:
         _dense_first(x, part, weights[0], biases[0], blocks, outputs[0], above)
         return
@@ -475,8 +477,10 @@ def _team_first(work, part, x, weights, biases, activation, outputs):
     c0, c1 = (0, cut) if part == 0 else (cut, sparse.chunk_count(d))
     table = tables[0] if part == 0 else tables[1]   # (each half packed in a region of its own)
     sparse._compress_chunks(x, c0, c1, columns, values, table, n * c0 * sparse.CHUNK)
+    p0, p1 = _first_columns(d, part)
+    _copy_rows(weights[0], p0, p1, padded)   # (the half's rows of W1, read whole: see team_workspace)
     out, b = (outputs[0], biases[0]) if part == 0 else (above, biases[0][:0])
-    sparse._chunked_times(table, columns, values, weights[0], b, out)
+    sparse._chunked_times(table, columns, values, padded, padded.shape[1], b, out)
 
 
 @jit
@@ -524,7 +528,7 @@ def _team_weights(work, part, x, weights, dWs, dbs):
             if facts[DENSE]:
                 _dense_first_gradient(blocks, part, grads[0], dW)
             else:   # (each half's lists touch only its rows of dW1)
-                columns, values, tables, _, (starts, rows, vals, padded) = first_layer
+                columns, values, tables, _, (starts, rows, vals, padded), _ = first_layer
                 _sparse_first_gradient(tables[part], columns, values, part, padded, starts[part],
                                        rows, vals, dW)
             continue

@@ -634,7 +634,12 @@ def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, 
     for bias in (b, b[:0]):
         want, got = np.empty((n, h), dtype), np.full((n, h), np.nan, dtype)
         sparse._rows_times(lo, hi, columns, values, W, h, bias, h, want, h, sparse.STORE, want)
-        sparse._chunked_times(chunks, columns, values, W, bias, got)
+        sparse._chunked_times(chunks, columns, values, W, h, bias, got)
+        np.testing.assert_array_equal(got, want)
+        padded = np.full((d, h + 24), np.nan, dtype)   # (rows wider than the tiles: read whole)
+        padded[:, :h] = W
+        got[:] = np.nan
+        sparse._chunked_times(chunks, columns, values, padded, h + 24, bias, got)
         np.testing.assert_array_equal(got, want)
     assert np.allclose(want, x.astype(np.float64) @ W, rtol=1e-4, atol=1e-4)
     want = np.zeros((d, h), dtype)
