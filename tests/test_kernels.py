@@ -613,7 +613,8 @@ def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d,h", [(784, 50), (784, 10), (130, 256), (64, 300), (1, 50)])
+@pytest.mark.parametrize("d,h", [(784, 50), (784, 10), (130, 256), (64, 300), (1, 50), (300, 20), (300, 40),
+                                 (200, 100)])
 def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
     """X @ W + b chunk by chunk adds the same numbers in the same order as row by row, and X^T D
     from the lists regrouped by column as the in-place row updates into zeros: equal to the last
