@@ -52,7 +52,12 @@ class _Cycles:
     at 33 us, and at 24 in the VM's slow phases, where a team's took 190-270), which no timing of
     the call alone shows. The cycles go as a team unless those measured alone have been shorter;
     EXPLORE cycles in every EVERY go the other way, the first of them not counted (the caches of
-    the other way, a helper that slept). Calls of other kinds go the way of their cycle.
+    the other way, a helper that slept). Calls of other kinds go the way of their cycle. A team's
+    cycle in which the strike judge had the caller go alone (kernels/_sync.py) is not counted
+    either: it timed neither way. (Counted, a VM's hiccup that set the judge off also made the
+    team's next cycles, run alone, look slower than alone's, and the loop stayed alone for
+    thousands of iterations: blocks of 2,000 iterations of the book's loop, MNIST-like, 488 and
+    437 us an iteration against ~400 as a team.)
 
     Measured on a 2-core Zen 4 VM (784-50-10, float64 net, MNIST-like batches): a team's cycle
     ~480 us against ~620 alone in most phases; in others the VM's cross-core traffic is slow and
@@ -61,7 +66,10 @@ class _Cycles:
     (kernels/_sync.py) cannot see those: no wait for the helper is long, everything is slow."""
 
     EVERY, EXPLORE = 128, 3
-    WEIGHT, CLIP = 0.25, 2.0   # each counted cycle's share of its way's mean; outliers clipped
+    # Each counted cycle's share of its way's mean; a cycle longer than CLIP times the mean counts
+    # as that (a VM's hiccup of milliseconds moves a mean by 6 %: with 2.0, by 25 %, and two
+    # in a row took a team's 375 us past alone's 490)
+    WEIGHT, CLIP = 0.25, 1.25
     PATIENCE = 8               # calls of other kinds in a row after which a new kind leads
 
     def __init__(self, clock=time.perf_counter):
@@ -93,6 +101,10 @@ class _Cycles:
         self.counted = self.started is not None and way == self.alone
         self.started, self.alone = now, way
         return way
+
+    def uncount(self):
+        """The current cycle's time does not count (see above)."""
+        self.counted = False
 
 
 class _Helper:
@@ -150,6 +162,8 @@ class _Helper:
             if publishing and sync[_sync.ALONE] > 0:
                 # (the caller goes alone for a while: the helper then polls only every
                 # _sync.SLEEP_US, longer than a whole short call, so it is not posted at all)
+                if kind is not None:
+                    self.cycles.uncount()
                 return function(0, sync, *_unposted(publishing), *arguments)
             posting = (self.flag, POSTED) if publishing else ()
             self._post(function, (1, sync, *posting, *arguments), publish=not publishing)
