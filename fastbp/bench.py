@@ -13,8 +13,9 @@ dense, and the real Fashion-MNIST when it is found), two tables:
 ``--load`` repeats them while another process keeps one core busy (``python -c "while True:
 pass"``), where thread pools that wait for a parked thread collapse, then times fastbp's own paths
 quiet and loaded in turns (loaded / quiet from one stretch of time). Every path trains on the
-same data and batches; absolute times drift on shared machines, the ratios within a run are the
-result. Progress goes to stderr.
+same data and batches, and the paths of a table take turns (several rounds each, the median);
+absolute times drift on shared machines, the ratios within a run are the result. Progress goes
+to stderr.
 """
 import contextlib
 import importlib.metadata
@@ -380,30 +381,24 @@ def _progress_done():
         print(" " * 79, end="\r", file=sys.stderr)
 
 
-def _measure(label, timer, sizes, data, iters):
-    """{input name: seconds per step} of one path on every input. It first waits 0.3 s: OpenBLAS
-    threads keep spinning ~0.1 s after their last call and would compete with this path's."""
-    result = {}
-    for name, (x, t) in data.items():
-        _progress(f"{'-'.join(map(str, sizes))} on {name}: {label}")
-        time.sleep(0.3)
-        result[name] = timer(sizes, x, t, iters)
-    return result
+COMPILED_TURNS, BOOK_TURNS = 3, 5   # rounds in which a table's paths take turns (_measure_in_turns)
 
 
-def _measure_in_turns(paths, sizes, data, iters, rounds=5):
+def _measure_in_turns(paths, sizes, data, iters, rounds):
     """[(label, {input name: seconds per step})] of paths that take turns on each input: ``rounds``
     rounds of iters / rounds steps each, every path once per round, the median of its rounds.
     This VM's speed moves in phases of seconds (the book's loop took 780 us a step in one, 1,500
     in the next); measured one after the other, two paths can land in different phases, and taking
-    turns gives both the same mix of phases."""
+    turns gives both the same mix of phases (measured once each, fit's large net took 776 us a
+    step in one run, beside 485 in the same run's turns table). Each run first waits 0.3 s:
+    OpenBLAS threads keep spinning ~0.1 s after their last call and would compete with it."""
     times = {label: {} for label, _ in paths}
     for name, (x, t) in data.items():
         runs = {label: [] for label, _ in paths}
         for round_ in range(rounds):
             for label, timer in paths:
                 _progress(f"{'-'.join(map(str, sizes))} on {name}: {label} ({round_ + 1}/{rounds})")
-                time.sleep(0.3)   # (as _measure: BLAS threads still spinning from the last path)
+                time.sleep(0.3)   # (BLAS threads still spinning from the last path)
                 runs[label].append(timer(sizes, x, t, max(iters // rounds, 10)))
         for label, _ in paths:
             times[label][name] = float(np.median(runs[label]))
@@ -422,7 +417,7 @@ def _load_in_turns(paths, sizes, data, iters, rounds=3):
             for round_ in range(rounds):
                 _progress(f"{'-'.join(map(str, sizes))} on {name}: {label}, quiet and loaded in turns "
                           f"({round_ + 1}/{rounds})")
-                time.sleep(0.3)   # (as _measure)
+                time.sleep(0.3)   # (as _measure_in_turns)
                 quiet.append(timer(sizes, x, t, iters))
                 with busy_core():
                     loaded.append(timer(sizes, x, t, iters))
@@ -468,9 +463,9 @@ def run_tables(args, data32, data64, iters, loaded):
     names = list(data32)
     for sizes in NETS:
         net = "-".join(map(str, sizes)) + " relu"
-        compiled = [(label, _measure(label, timer, sizes, data32, iters))
-                    for label, timer in compiled_paths(np.dtype(args.dtype).type)]
-        book = _measure_in_turns(BOOK_PATHS, sizes, data64, max(iters // 4, 20))
+        compiled = _measure_in_turns(compiled_paths(np.dtype(args.dtype).type), sizes, data32, iters,
+                                     COMPILED_TURNS)
+        book = _measure_in_turns(BOOK_PATHS, sizes, data64, max(iters // 4, 20), BOOK_TURNS)
         _progress_done()
         print_table(f"{net}, {where}: compiled training loops, {args.dtype}", compiled, names)
         print_table(f"{net}, {where}: the book's loop (gradient, update, loss), float64, one-hot",
@@ -500,7 +495,8 @@ def main(args):
     data64 = data32 if dtype == np.float32 else inputs(np.float32)   # the book's float32 images
     print(f"data: {ROWS:,} images of 784 pixels each, batch 100, SGD lr {LR}; "
           + "; ".join(f"{name} {100 * np.mean(x[:2000] == 0):.0f}% zeros" for name, (x, _) in data32.items())
-          + f"; {args.iters} steps per compiled path, {max(args.iters // 4, 20)} per book-loop path (5 turns of each, taken in alternation; median)",
+          + f"; {args.iters} steps per compiled path in {COMPILED_TURNS} turns, {max(args.iters // 4, 20)} per "
+          f"book-loop path in {BOOK_TURNS} (the paths of a table take turns; median)",
           flush=True)
     missing = [peer for peer in ("torch", "jax") if not _version(peer)]
     if missing:

@@ -172,9 +172,9 @@ def test_bench_prints_every_path_for_both_nets():
     assert len(re.findall(r"^  the whole step\s+\d+\.\d$", out.stdout, re.M)) == 2, out.stdout
 
 
-def test_the_books_loop_paths_take_turns_and_report_their_median(monkeypatch):
-    """fastbp bench's book-loop table: the two paths alternate (so a change of the machine's speed
-    between them falls on both) and each cell is the median of its turns."""
+def test_a_tables_paths_take_turns_and_report_their_median(monkeypatch):
+    """fastbp bench's tables: the paths alternate (so a change of the machine's speed between them
+    falls on all) and each cell is the median of its turns."""
     from fastbp import bench
     monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
     calls = []
@@ -188,8 +188,8 @@ def test_the_books_loop_paths_take_turns_and_report_their_median(monkeypatch):
     data = {"A": (None, None), "B": (None, None)}
     rows = bench._measure_in_turns([path("book", [5, 1, 2, 9, 3, 7, 7, 7, 7, 7]),
                                     path("fastbp", [1, 1, 4, 1, 1, 2, 2, 8, 2, 2])],
-                                   [784, 50, 10], data, 250)
-    assert calls == [("book", 50), ("fastbp", 50)] * 10
+                                   [784, 50, 10], data, 250, bench.BOOK_TURNS)
+    assert calls == [("book", 250 // bench.BOOK_TURNS), ("fastbp", 250 // bench.BOOK_TURNS)] * 10
     assert rows == [("book", {"A": 3.0, "B": 7.0}), ("fastbp", {"A": 1.0, "B": 2.0})]
 
 
