@@ -495,8 +495,8 @@ def main(args):
     data64 = data32 if dtype == np.float32 else inputs(np.float32)   # the book's float32 images
     print(f"data: {ROWS:,} images of 784 pixels each, batch 100, SGD lr {LR}; "
           + "; ".join(f"{name} {100 * np.mean(x[:2000] == 0):.0f}% zeros" for name, (x, _) in data32.items())
-          + f"; {args.iters} steps per compiled path in {COMPILED_TURNS} turns, {max(args.iters // 4, 20)} per "
-          f"book-loop path in {BOOK_TURNS} (the paths of a table take turns; median)",
+          + f"; {args.iters} steps per compiled path in {COMPILED_TURNS} turns, "
+          f"{max(args.iters // 4, 20)} per book-loop path in {BOOK_TURNS} (the paths of a table take turns; median)",
           flush=True)
     missing = [peer for peer in ("torch", "jax") if not _version(peer)]
     if missing:

@@ -392,13 +392,13 @@ def team_workspace(x, weights):
     half's starts, rows, vals) and the layer's output gradient in padded rows: see
     _sparse_first_gradient; W1 copied into 64-byte padded rows, each half's rows by the part that
     reads them: unpadded, a 50-wide float64 row's loads mostly straddle two cache lines (Fashion-
-    MNIST, a half's product on a 2-core Zen 4: 69 -> 58 us, the copy 3), x's two column halves in the weights' dtype (for BLAS: each half
-    C-contiguous, as BLAS read a column block of x in place 14 % slower), then per layer (its
-    input's nonzero lists (none for the first), its output gradient (N, width), its W.T (64-byte
-    padded rows; none for the first), the output gradient's nonzero lists), per layer dW's sums
-    (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows; none for the
-    first), each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows' losses
-    (N,))."""
+    MNIST, a half's product on a 2-core Zen 4: 69 -> 58 us, the copy 3), x's two column halves
+    in the weights' dtype (for BLAS: each half C-contiguous, as BLAS read a column block of x in
+    place 14 % slower), then per layer (its input's nonzero lists (none for the first), its output
+    gradient (N, width), its W.T (64-byte padded rows; none for the first), the output gradient's
+    nonzero lists), per layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see
+    step._aligned_rows; none for the first), each part's bounds (2, 2, N), and the softmax's
+    maxes, logsums and the rows' losses (N,))."""
     n = x.shape[0]
     dtype = weights[0].dtype
 
