@@ -12,7 +12,9 @@ Kernels pick the width per row slice from TILE_SIZES (a 10-class row takes 64 by
 through the weights). The widest is 1 KiB (16 registers) where the CPU has AVX-512's 32
 registers, 256 bytes on AVX2's 16. Sizes are powers of two: LLVM splits such a vector into whole
 registers, but legalised a 448-byte one (seven registers, for a 50-wide float64 row) with
-shuffles and spills in the inner loop, which ran 2x slower than the 512-byte tile. The 128-byte
+shuffles and spills in the inner loop, which ran 2x slower than the 512-byte tile; the hot loops
+cover such a row with three tiles of 256, 128 and 64 bytes instead (kernels/sparse.py
+_chunked_split). The 128-byte
 tile is for float64 class scores: two registers where a 256-byte tile spent four (the nets'
 second layer, 50 rows of a 784-50-10 net's batch on a Zen 4: 6.6 -> 4.9 us).
 The operations take their width from a tile argument (``zeros(like, nbytes)`` makes the first),
