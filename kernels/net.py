@@ -391,14 +391,15 @@ def team_workspace(x, weights):
     region of its own; the upper half's sums (N, H1); for dW1, the lists regrouped by column (each
     half's starts, rows, vals) and the layer's output gradient in padded rows: see
     _sparse_first_gradient; W1 copied into 64-byte padded rows, each half's rows by the part that
-    reads them: unpadded, a 50-wide float64 row's loads mostly straddle two cache lines (Fashion-
-    MNIST, a half's product on a 2-core Zen 4: 69 -> 58 us, the copy 3), x's two column halves
-    in the weights' dtype (for BLAS: each half C-contiguous, as BLAS read a column block of x in
-    place 14 % slower), then per layer (its input's nonzero lists (none for the first), its output
-    gradient (N, width), its W.T (64-byte padded rows; none for the first), the output gradient's
-    nonzero lists), per layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see
-    step._aligned_rows; none for the first), each part's bounds (2, 2, N), and the softmax's
-    maxes, logsums and the rows' losses (N,))."""
+    reads them (the padding zeros: the tiles read it whole, and never garbage such as denormals,
+    which some CPUs multiply slowly): unpadded, a 50-wide float64 row's loads mostly straddle two
+    cache lines (Fashion-MNIST, a half's product on a 2-core Zen 4: 69 -> 58 us, the copy 3), x's
+    two column halves in the weights' dtype (for BLAS: each half C-contiguous, as BLAS read a
+    column block of x in place 14 % slower), then per layer (its input's nonzero lists (none for
+    the first), its output gradient (N, width), its W.T (64-byte padded rows; none for the
+    first), the output gradient's nonzero lists), per layer dW's sums (D, H in 64-byte padded
+    rows: _add_outer's rows; see step._aligned_rows; none for the first), each part's bounds (2,
+    2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
     n = x.shape[0]
     dtype = weights[0].dtype
 
@@ -414,7 +415,7 @@ def team_workspace(x, weights):
                  _aligned_rows(n, width, weights[0], False))
     first_layer = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
                    (np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)),
-                   np.empty((n, width), dtype), by_column, _aligned_rows(first, width, weights[0], False))
+                   np.empty((n, width), dtype), by_column, _aligned_rows(first, width, weights[0]))
     inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
