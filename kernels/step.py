@@ -403,7 +403,7 @@ def csr_workspace(values, weights, w_state, size, fused):
     (N, width)), the rule's state padded (slot-major, as w_state), (db, the nonzero lists of an
     output gradient (columns, values, lo, hi), softmax scratch maxes, logsums, per part a layer's
     input lists regrouped by column (sparse._column_lists: starts, rows, values) and per layer
-    its output gradient in padded rows, for the layers that regroup (ROW_UPDATES_UP_TO)))."""
+    its output gradient in padded rows, for the layers that regroup (_regroups)))."""
     dtype = values.dtype
     last = len(weights) - 1
     layers = []
@@ -419,7 +419,7 @@ def csr_workspace(values, weights, w_state, size, fused):
     states = tuple(_aligned_rows(w_state[slot * (last + 1) + layer].shape[0], weights[layer].shape[1],
                                  values) for slot in range(2) for layer in range(last + 1))
     widest = max(W.shape[1] for W in weights)
-    wide = [W.shape[1] * values.itemsize > ROW_UPDATES_UP_TO for W in weights]
+    wide = [_regroups(W.shape[1], values.itemsize) for W in weights]
     tallest = max([W.shape[0] for W, regroup in zip(weights, wide) if regroup], default=0)
     regrouped = tuple((np.empty(tallest + 2, np.int64), np.empty(size * tallest, np.int32),
                        np.empty(size * tallest, dtype),
@@ -515,6 +515,13 @@ ROW_UPDATES_UP_TO = 512
 
 
 @jit
+def _regroups(width, itemsize):
+    """Whether a layer whose rows of W hold ``width`` elements of ``itemsize`` bytes takes x.T @ d
+    from the regrouped lists (see ROW_UPDATES_UP_TO)."""
+    return width * itemsize > ROW_UPDATES_UP_TO
+
+
+@jit
 def _backward_part(work, layer, part, a, b, splits, columns, values, weights, activation, update,
                    iteration, weights_too):
     """Part ``part`` of layer ``layer``'s backward stage: rows a:b of the gradient below it, and
@@ -542,7 +549,7 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
     fused = rule == SGD and hyper[WEIGHT_DECAY] == 0   # W -= lr x.T @ d, no dW
     target, scale = (W, -hyper[LR]) if fused else (g, 1.0)
     lo, hi = bounds[2 * part], bounds[2 * part + 1]
-    if width * W.itemsize > ROW_UPDATES_UP_TO:   # x.T @ d's rows summed once each
+    if _regroups(width, W.itemsize):   # x.T @ d's rows summed once each
         starts, rows, column_values, padded = regrouped[part]
         starts = starts[:p1 - p0 + 2]
         sparse._column_lists(lo, hi, cols, vals, p0, p1, starts, rows, column_values, 0)
