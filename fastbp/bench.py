@@ -381,7 +381,13 @@ def _progress_done():
         print(" " * 79, end="\r", file=sys.stderr)
 
 
-COMPILED_TURNS, BOOK_TURNS = 3, 5   # rounds in which a table's paths take turns (_measure_in_turns)
+# Rounds in which a table's paths take turns (_measure_in_turns); the book's loops run as many
+# steps as the compiled ones. (With a quarter, turns of 50 steps, a turn's first steps weighed
+# in: each turn trains a new net after 0.3 s idle, and fastbp's first ~15 steps are slower (the
+# idle core waking, most likely; Fashion-MNIST, 784-50-10, one VM phase: 1,761 us a step falling
+# to ~800 by the 12th; medians of steps 0-50 against 50-300 over 6 turns: 1,159 against 836 us,
+# the book's 1,320 against 1,184). The book's ch05 loop that these stand for runs 10,000 steps.)
+COMPILED_TURNS, BOOK_TURNS = 3, 5
 
 
 def _measure_in_turns(paths, sizes, data, iters, rounds):
@@ -465,7 +471,7 @@ def run_tables(args, data32, data64, iters, loaded):
         net = "-".join(map(str, sizes)) + " relu"
         compiled = _measure_in_turns(compiled_paths(np.dtype(args.dtype).type), sizes, data32, iters,
                                      COMPILED_TURNS)
-        book = _measure_in_turns(BOOK_PATHS, sizes, data64, max(iters // 4, 20), BOOK_TURNS)
+        book = _measure_in_turns(BOOK_PATHS, sizes, data64, iters, BOOK_TURNS)
         _progress_done()
         print_table(f"{net}, {where}: compiled training loops, {args.dtype}", compiled, names)
         print_table(f"{net}, {where}: the book's loop (gradient, update, loss), float64, one-hot",
@@ -496,7 +502,7 @@ def main(args):
     print(f"data: {ROWS:,} images of 784 pixels each, batch 100, SGD lr {LR}; "
           + "; ".join(f"{name} {100 * np.mean(x[:2000] == 0):.0f}% zeros" for name, (x, _) in data32.items())
           + f"; {args.iters} steps per compiled path in {COMPILED_TURNS} turns, "
-          f"{max(args.iters // 4, 20)} per book-loop path in {BOOK_TURNS} (the paths of a table take turns; median)",
+          f"{args.iters} per book-loop path in {BOOK_TURNS} (the paths of a table take turns; median)",
           flush=True)
     missing = [peer for peer in ("torch", "jax") if not _version(peer)]
     if missing:

@@ -404,7 +404,7 @@ def parser():
                                    "and JAX when installed.",
                        formatter_class=_Help)
     b.add_argument("--iters", type=_positive(int), default=1000,
-                   help="steps timed per compiled path (a quarter of it per book-loop path)")
+                   help="steps timed per path (a quarter of it under load)")
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="of the compiled loops; the book's loop is float64 as the book")
     b.add_argument("--load", action="store_true",
