@@ -163,21 +163,27 @@ def time_fit(backend, sizes, x, t, iters, dtype, optimizer=None, lr=LR):
 
 
 def time_book_loop(net, x, t, iters):
-    """The book's ch05 loop: a random batch, gradient, in-place update, loss; float64 one-hot."""
+    """The book's ch05 loop: a random batch, gradient, in-place update, loss; float64 one-hot.
+    Its first steps are not timed: two, then those of WARM_SECONDS."""
     onehot = np.eye(10)[t]
     rng = np.random.default_rng(1)
     keys = list(net.params)
-    for _ in range(2):   # compiles (or loads) fastbp's kernels: both calls the loop makes
-        net.gradient(x[:100], onehot[:100])
-        net.loss(x[:100], onehot[:100])
+
+    def steps(n):
+        for _ in range(n):
+            mask = rng.integers(0, len(x), 100)
+            x_batch, t_batch = x[mask], onehot[mask]
+            grad = net.gradient(x_batch, t_batch)
+            for key in keys:
+                net.params[key] -= LR * grad[key]
+            net.loss(x_batch, t_batch)
+
+    steps(2)   # (compiles or loads fastbp's kernels: both calls the loop makes)
+    warm_until = time.perf_counter() + WARM_SECONDS
+    while time.perf_counter() < warm_until:
+        steps(1)
     start = time.perf_counter()
-    for _ in range(iters):
-        mask = rng.integers(0, len(x), 100)
-        x_batch, t_batch = x[mask], onehot[mask]
-        grad = net.gradient(x_batch, t_batch)
-        for key in keys:
-            net.params[key] -= LR * grad[key]
-        net.loss(x_batch, t_batch)
+    steps(iters)
     return (time.perf_counter() - start) / iters
 
 
@@ -388,6 +394,12 @@ def _progress_done():
 # to ~800 by the 12th; medians of steps 0-50 against 50-300 over 6 turns: 1,159 against 836 us,
 # the book's 1,320 against 1,184). The book's ch05 loop that these stand for runs 10,000 steps.)
 COMPILED_TURNS, BOOK_TURNS = 3, 5
+# The first steps of a turn of the book's loop that are not timed, in seconds. Each turn follows
+# 0.3 s idle (_measure_in_turns), after which this VM's second vCPU takes tens of milliseconds to
+# run at speed again: in fastbp's first ~65 steps of a turn (Fashion-MNIST, 784-50-10; ~45 ms) the
+# helper missed stages, and the caller went alone twice (kernels/_sync.py's strike judge).
+# A user's loop pays that once, not every 200 steps.
+WARM_SECONDS = 0.1
 
 
 def _measure_in_turns(paths, sizes, data, iters, rounds):

@@ -193,6 +193,31 @@ def test_a_tables_paths_take_turns_and_report_their_median(monkeypatch):
     assert rows == [("book", {"A": 3.0, "B": 7.0}), ("fastbp", {"A": 1.0, "B": 2.0})]
 
 
+def test_book_loop_times_only_the_steps_after_its_warm_up(monkeypatch):
+    """fastbp bench's book loop: two steps, then WARM_SECONDS of steps, untimed (the VM's idle
+    core waking after the pause between turns), then ``iters`` timed ones."""
+    from fastbp import bench
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    class Net:   # each gradient call takes "one second"
+        params = {"W1": np.zeros((784, 2))}
+        calls = 0
+
+        def gradient(self, x, t):
+            Net.calls += 1
+            clock[0] += 1.0
+            return {"W1": np.zeros((784, 2))}
+
+        def loss(self, x, t):
+            return 0.0
+
+    x, t = np.zeros((300, 784), np.float32), np.zeros(300, np.int64)
+    assert bench.WARM_SECONDS < 1.0   # (so one step after the first two ends the warm-up)
+    assert bench.time_book_loop(Net(), x, t, 7) == 1.0
+    assert Net.calls == 2 + 1 + 7
+
+
 def test_load_table_takes_quiet_and_loaded_runs_in_turns(monkeypatch):
     """fastbp bench --load's table of loaded / quiet: each path runs quiet, then with a core kept
     busy, in turns, and each cell holds the medians of both."""
