@@ -276,15 +276,22 @@ def _chunked_slice(zero, chunks, columns, values, W, w_stride, b, c0, n, out):
     return c0 + simd.lanes(zero)
 
 
+# A split's last tile (_chunked_split, _column_split) is 16 bytes when the slice's last lanes fit
+# in them, as a 50-wide float64 row's last two do: a 128-bit multiply-add, which Zen 4 issues on
+# one of its two 256-bit FMA pipes where a 512-bit one takes both, so an entry's six 512-bit and
+# one 128-bit multiply-adds take 6.5 cycles where seven 512-bit ones took 7 (measured below).
+# The tail's loads and stores are masked (simd.load / store: the slice loads of a tile assume
+# 64-byte registers), and W's rows load it whole where their stride holds it.
 @jit
 def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0, n, out):
     """_chunked_slice for a slice of 384 to 448 bytes, which a 512-byte tile would cover with a
-    last register holding no live lane: its sums in three tiles of 256, 128 and 64 bytes (big,
-    mid, small: all lanes 0), the first two whole and the last masked to the slice's last lanes,
-    updated together for each nonzero (a 50-wide float64 row: seven registers' multiply-adds a
-    nonzero instead of eight; one half of a Fashion-MNIST batch's first-layer product on a
-    2-core Zen 4, from padded rows, 58 -> 52 us). The same additions in the same order as one
-    tile's. Returns c0 + n."""
+    last register holding no live lane: its sums in three tiles of 256, 128 and 16 or 64 bytes
+    (big, mid, small: all lanes 0; the 16-byte tail: see above), the first two whole and the
+    last masked to the slice's last lanes, updated together for each nonzero (a 50-wide float64
+    row: six 512-bit registers' multiply-adds and one 128-bit one a nonzero instead of eight
+    512-bit ones; one half of a Fashion-MNIST batch's first-layer product on a 2-core Zen 4, from
+    padded rows, 58 -> 52 us with a 64-byte last tile, 50 -> 47 and 61 -> 57 with a 16-byte one).
+    The same additions in the same order as one tile's. Returns c0 + n."""
     rows, width = out.shape
     m = c0 + simd.lanes(big)
     s = m + simd.lanes(mid)
@@ -293,7 +300,7 @@ def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0,
         o = r * width
         simd.store_full(out, o + c0, simd.load_full(big, b, c0) if b.size else big)
         simd.store_full(out, o + m, simd.load_full(mid, b, m) if b.size else mid)
-        simd.store_slice(out, o + s, left, simd.load_slice(small, b, s, left) if b.size else small)
+        simd.store(out, o + s, left, simd.load(small, b, s, left) if b.size else small)
     full = s + simd.lanes(small) <= w_stride
     for c in range(chunks.shape[1] - 1):
         for r in range(rows):
@@ -303,7 +310,7 @@ def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0,
             o = r * width
             a1 = simd.load_full(big, out, o + c0)
             a2 = simd.load_full(mid, out, o + m)
-            a3 = simd.load_slice(small, out, o + s, left)
+            a3 = simd.load(small, out, o + s, left)
             if full:
                 for k in range(np.uint64(start), np.uint64(end)):
                     at, v = columns[k] * w_stride, values[k]
@@ -315,10 +322,10 @@ def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0,
                     at, v = columns[k] * w_stride, values[k]
                     a1 = simd.fma(simd.splat(a1, v), simd.load_full(a1, W, at + c0), a1)
                     a2 = simd.fma(simd.splat(a2, v), simd.load_full(a2, W, at + m), a2)
-                    a3 = simd.fma(simd.splat(a3, v), simd.load_slice(a3, W, at + s, left), a3)
+                    a3 = simd.fma(simd.splat(a3, v), simd.load(a3, W, at + s, left), a3)
             simd.store_full(out, o + c0, a1)
             simd.store_full(out, o + m, a2)
-            simd.store_slice(out, o + s, left, a3)
+            simd.store(out, o + s, left, a3)
     return c0 + n
 
 
@@ -334,7 +341,10 @@ def _chunked_times(chunks, columns, values, W, w_stride, b, out):
     while c0 < width:
         n = width - c0
         size = _slice_bytes(n * W.itemsize)
-        if size == 512 and 384 < n * W.itemsize <= 448:
+        if size == 512 and 384 < n * W.itemsize <= 400:   # (a 16-byte tail: see _chunked_split)
+            c0 = _chunked_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), chunks,
+                                columns, values, W, w_stride, b, c0, n, out)
+        elif size == 512 and 384 < n * W.itemsize <= 448:
             c0 = _chunked_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 64), chunks,
                                 columns, values, W, w_stride, b, c0, n, out)
         elif size == 1024:
@@ -461,11 +471,13 @@ def _column_outer_slice(zero, starts, rows, vals, D, W, p0, scale, add, s0, n):
 @jit
 def _column_split(big, small, starts, rows, vals, D, W, p0, scale, add, s0, n):
     """_column_outer_slice for a slice of 128 to 192 bytes, which a 256-byte tile would cover with
-    a last register holding no live lane: the sums in two tiles of 128 and 64 bytes (big whole,
-    small masked to the slice's last lanes), updated together for each entry (the last 18
-    columns of a 50-wide float64 dW1: three registers' multiply-adds an entry instead of four; a
-    half of a Fashion-MNIST batch's dW1 on a 2-core Zen 4 65 -> 58 us, MNIST-like 23.6 -> 20.6).
-    The same additions in the same order as one tile's. Returns s0 + n."""
+    a last register holding no live lane: the sums in two tiles of 128 and 16 or 64 bytes (big
+    whole, small masked to the slice's last lanes; the 16-byte tail: see _chunked_split),
+    updated together for each entry (the last 18 columns of a 50-wide float64 dW1: three
+    registers' multiply-adds an entry instead of four, the third a 128-bit one; a half of a
+    Fashion-MNIST batch's dW1 on a 2-core Zen 4 65 -> 58 us with a 64-byte last tile, 59 -> 57
+    with a 16-byte one; MNIST-like 23.6 -> 20.6 -> 20.5). The same additions in the same order
+    as one tile's. Returns s0 + n."""
     d_stride, w_stride = D.shape[1], W.shape[1]
     m = s0 + simd.lanes(big)
     left = s0 + n - m   # (the small tile's live lanes)
@@ -474,15 +486,15 @@ def _column_split(big, small, starts, rows, vals, D, W, p0, scale, add, s0, n):
         for k in range(np.uint64(starts[j]), np.uint64(starts[j + 1])):
             at, v = rows[k] * d_stride, vals[k]
             a1 = simd.fma(simd.splat(a1, v), simd.load_full(a1, D, at + s0), a1)
-            a2 = simd.fma(simd.splat(a2, v), simd.load_slice(a2, D, at + m, left), a2)
+            a2 = simd.fma(simd.splat(a2, v), simd.load(a2, D, at + m, left), a2)
         o = (p0 + j) * w_stride
         if add:
             simd.store_full(W, o + s0, simd.fma(a1, simd.splat(a1, scale), simd.load_full(a1, W, o + s0)))
-            simd.store_slice(W, o + m, left, simd.fma(a2, simd.splat(a2, scale),
-                                                      simd.load_slice(a2, W, o + m, left)))
+            simd.store(W, o + m, left,
+                       simd.fma(a2, simd.splat(a2, scale), simd.load(a2, W, o + m, left)))
         else:
             simd.store_full(W, o + s0, simd.mul(a1, simd.splat(a1, scale)))
-            simd.store_slice(W, o + m, left, simd.mul(a2, simd.splat(a2, scale)))
+            simd.store(W, o + m, left, simd.mul(a2, simd.splat(a2, scale)))
     return s0 + n
 
 
@@ -498,7 +510,10 @@ def _column_outer(starts, rows, vals, D, W, width, p0, scale, add):
     while s0 < width:
         n = width - s0
         size = _column_slice_bytes(n * W.itemsize, D.shape[0])
-        if size == 256 and 128 < n * W.itemsize <= 192:
+        if size == 256 and 128 < n * W.itemsize <= 144:   # (a 16-byte tail: see _chunked_split)
+            s0 = _column_split(simd.zeros(W, 128), simd.zeros(W, 16), starts, rows, vals, D, W, p0,
+                               scale, add, s0, n)
+        elif size == 256 and 128 < n * W.itemsize <= 192:
             s0 = _column_split(simd.zeros(W, 128), simd.zeros(W, 64), starts, rows, vals, D, W, p0, scale,
                                add, s0, n)
         elif size == 1024:

@@ -614,12 +614,14 @@ def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,h", [(784, 50), (784, 10), (130, 256), (64, 300), (1, 50), (300, 20), (300, 40),
-                                 (200, 100)])
+                                 (200, 100), (784, 49), (784, 54), (300, 18), (300, 36)])
 def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, h, dtype):
     """X @ W + b chunk by chunk adds the same numbers in the same order as row by row, and X^T D
     from the lists regrouped by column as the in-place row updates into zeros: equal to the last
-    bit, at every tile width (10 to 300 columns), from one chunk range's lists or two (as two
-    threads would)."""
+    bit, at every tile width (10 to 300 columns; at float64, 49 and 50 take the forward's
+    three-tile split with a 16-byte tail and 54 with a 64-byte one, 18 the column sums' two-tile
+    split with a 16-byte tail and 20 with a 64-byte one; at float32, 36 and 40 those of the
+    column sums), from one chunk range's lists or two (as two threads would)."""
     from fastbp.kernels import sparse
     rng = np.random.default_rng(d + h)
     n = 9
