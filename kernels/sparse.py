@@ -199,6 +199,47 @@ def _times_slice(acc, start, end, columns, values, W, w_stride, b, c0, n, out, o
 
 
 @jit
+def _times_split(big, mid, small, start, end, columns, values, W, w_stride, b, c0, n, out, o,
+                 epilogue, h):
+    """_times_slice for a slice whose last lanes fit in 16 bytes past a half and a quarter of the
+    tile that would cover it (192 to 208 bytes, a 50-wide float32 row; 384 to 400, float64): the
+    sums in tiles of a half, a quarter and 16 bytes (big, mid, small: all lanes 0), the first
+    two whole and the last masked to the slice's last lanes, instead of one tile whose last
+    register holds two live lanes (see the 16-byte tail at _chunked_split). The same
+    additions in the same order as one tile's. Returns c0 + n."""
+    m = c0 + simd.lanes(big)
+    s = m + simd.lanes(mid)
+    left = c0 + n - s   # (the small tile's live lanes)
+    a1, a2, a3 = big, mid, small
+    if b.size:
+        a1, a2 = simd.load_full(big, b, c0), simd.load_full(mid, b, m)
+        a3 = simd.load(small, b, s, left)
+    if s + simd.lanes(small) <= w_stride:   # (W's rows hold the tiles whole: see _times_slice)
+        for k in range(np.uint64(start), np.uint64(end)):
+            at, v = columns[k] * w_stride, values[k]
+            a1 = simd.fma(simd.splat(a1, v), simd.load_full(a1, W, at + c0), a1)
+            a2 = simd.fma(simd.splat(a2, v), simd.load_full(a2, W, at + m), a2)
+            a3 = simd.fma(simd.splat(a3, v), simd.load_full(a3, W, at + s), a3)
+    else:
+        for k in range(np.uint64(start), np.uint64(end)):
+            at, v = columns[k] * w_stride, values[k]
+            a1 = simd.fma(simd.splat(a1, v), simd.load_full(a1, W, at + c0), a1)
+            a2 = simd.fma(simd.splat(a2, v), simd.load_full(a2, W, at + m), a2)
+            a3 = simd.fma(simd.splat(a3, v), simd.load(a3, W, at + s, left), a3)
+    o2, o3 = o + (m - c0), o + (s - c0)
+    if epilogue == STORE_RELU:
+        a1, a2, a3 = simd.relu(a1), simd.relu(a2), simd.relu(a3)
+    elif epilogue == STORE_RELU_MASKED:
+        a1 = simd.relu_mask(a1, simd.load_full(a1, h, o))
+        a2 = simd.relu_mask(a2, simd.load_full(a2, h, o2))
+        a3 = simd.relu_mask(a3, simd.load(a3, h, o3, left))
+    simd.store_full(out, o, a1)
+    simd.store_full(out, o2, a2)
+    simd.store(out, o3, left, a3)
+    return c0 + n
+
+
+@jit
 def _slice_bytes(left):
     """The tile width for the next slice of a row with ``left`` bytes to go: the narrowest tile
     that covers them all (masked past the end), else the widest. Each slice is a pass over the
@@ -209,6 +250,14 @@ def _slice_bytes(left):
         if candidate >= left:
             size = candidate
     return size
+
+
+@jit
+def _splits(size, nbytes):
+    """Whether a slice of ``nbytes`` that _slice_bytes covers with a ``size``-byte tile goes as a
+    half, a quarter and a 16-byte tail instead (_times_split, _add_outer_split): its last lanes
+    fit in those 16 bytes."""
+    return size >= 256 and 3 * size // 4 < nbytes <= 3 * size // 4 + 16
 
 
 @jit
@@ -231,7 +280,13 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
             n = width - c0
             o = r * out_stride + c0
             size = _slice_bytes(n * W.itemsize)
-            if size == 1024:
+            if size == 256 and _splits(size, n * W.itemsize):
+                c0 = _times_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16), start,
+                                  end, columns, values, W, w_stride, b, c0, n, out, o, epilogue, h)
+            elif size == 512 and _splits(size, n * W.itemsize):
+                c0 = _times_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), start,
+                                  end, columns, values, W, w_stride, b, c0, n, out, o, epilogue, h)
+            elif size == 1024:
                 c0 = _times_slice(simd.zeros(W, 1024), start, end, columns, values, W, w_stride, b, c0,
                                   n, out, o, epilogue, h)
             elif size == 512:
@@ -276,12 +331,13 @@ def _chunked_slice(zero, chunks, columns, values, W, w_stride, b, c0, n, out):
     return c0 + simd.lanes(zero)
 
 
-# A split's last tile (_chunked_split, _column_split) is 16 bytes when the slice's last lanes fit
-# in them, as a 50-wide float64 row's last two do: a 128-bit multiply-add, which Zen 4 issues on
-# one of its two 256-bit FMA pipes where a 512-bit one takes both, so an entry's six 512-bit and
-# one 128-bit multiply-adds take 6.5 cycles where seven 512-bit ones took 7 (measured below).
-# The tail's loads and stores are masked (simd.load / store: the slice loads of a tile assume
-# 64-byte registers), and W's rows load it whole where their stride holds it.
+# A split's last tile (_chunked_split, _column_split; _times_split and _add_outer_split's always)
+# is 16 bytes when the slice's last lanes fit in them, as a 50-wide float64 row's last two do: a
+# 128-bit multiply-add, which Zen 4 issues on one of its two 256-bit FMA pipes where a 512-bit
+# one takes both, so an entry's six 512-bit and one 128-bit multiply-adds take 6.5 cycles where
+# seven 512-bit ones took 7 (measured below). The tail's loads and stores are masked (simd.load /
+# store: the slice loads of a tile assume 64-byte registers), and W's rows load it whole where
+# their stride holds it.
 @jit
 def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0, n, out):
     """_chunked_slice for a slice of 384 to 448 bytes, which a 512-byte tile would cover with a
@@ -378,6 +434,30 @@ def _add_outer_slice(g, start, end, columns, values, D, d_offset, W, w_stride, c
 
 
 @jit
+def _add_outer_split(big, mid, small, start, end, columns, values, D, d_offset, W, w_stride, c0, n,
+                     scale):
+    """_add_outer_slice for a slice that _splits: the update in tiles of a half, a quarter and 16
+    bytes of the covering tile (big, mid, small), the first two whole, the last masked to the
+    slice's last lanes (fit's 784-50-10 float32 update of a batch's W1 rows on one thread, from
+    padded rows, 69 -> 45 us on a Zen 4: the one tile's last register was a masked load and a
+    masked store a nonzero). The same operations in the same order as one tile's; the kernels'
+    fastmath lets LLVM compile them differently, so a value may differ from the one tile's by an
+    ulp (both ~4e-15 from NumPy's float64). Returns c0 + n."""
+    m = c0 + simd.lanes(big)
+    s = m + simd.lanes(mid)
+    left = c0 + n - s   # (the small tile's live lanes)
+    g1 = simd.mul(simd.load_full(big, D, d_offset), simd.splat(big, scale))
+    g2 = simd.mul(simd.load_full(mid, D, d_offset + (m - c0)), simd.splat(mid, scale))
+    g3 = simd.mul(simd.load(small, D, d_offset + (s - c0), left), simd.splat(small, scale))
+    for k in range(np.uint64(start), np.uint64(end)):
+        at, v = columns[k] * w_stride, values[k]
+        simd.store_full(W, at + c0, simd.fma(simd.splat(g1, v), g1, simd.load_full(g1, W, at + c0)))
+        simd.store_full(W, at + m, simd.fma(simd.splat(g2, v), g2, simd.load_full(g2, W, at + m)))
+        simd.store(W, at + s, left, simd.fma(simd.splat(g3, v), g3, simd.load(g3, W, at + s, left)))
+    return c0 + n
+
+
+@jit
 def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
     """W[:, :width] += scale * sum_r sum_{k in lo[r]:hi[r]} values[k] * outer(e_columns[k], D[r]):
     W += scale X^T D, one in-place update of a row of W per nonzero of X.
@@ -396,7 +476,13 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
             n = width - c0
             o = r * d_stride + c0
             size = _slice_bytes(n * W.itemsize)
-            if size == 1024:
+            if size == 256 and _splits(size, n * W.itemsize):
+                c0 = _add_outer_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16),
+                                      start, end, columns, values, D, o, W, w_stride, c0, n, scale)
+            elif size == 512 and _splits(size, n * W.itemsize):
+                c0 = _add_outer_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16),
+                                      start, end, columns, values, D, o, W, w_stride, c0, n, scale)
+            elif size == 1024:
                 c0 = _add_outer_slice(simd.zeros(W, 1024), start, end, columns, values, D, o, W,
                                       w_stride, c0, n, scale)
             elif size == 512:
