@@ -441,8 +441,8 @@ def _add_outer_split(big, mid, small, start, end, columns, values, D, d_offset, 
     slice's last lanes (fit's 784-50-10 float32 update of a batch's W1 rows on one thread, from
     padded rows, 69 -> 45 us on a Zen 4: the one tile's last register was a masked load and a
     masked store a nonzero). The same operations in the same order as one tile's; the kernels'
-    fastmath lets LLVM compile them differently, so a value may differ from the one tile's by an
-    ulp (both ~4e-15 from NumPy's float64). Returns c0 + n."""
+    float flags (reassociation: kernels/_config.py) let LLVM compile them differently, so a value
+    may differ from the one tile's by an ulp (both ~4e-15 from NumPy's float64). Returns c0 + n."""
     m = c0 + simd.lanes(big)
     s = m + simd.lanes(mid)
     left = c0 + n - s   # (the small tile's live lanes)
