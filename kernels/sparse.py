@@ -255,8 +255,8 @@ def _slice_bytes(left):
 @jit
 def _splits(size, nbytes):
     """Whether a slice of ``nbytes`` that _slice_bytes covers with a ``size``-byte tile goes as a
-    half, a quarter and a 16-byte tail instead (_times_split, _add_outer_split): its last lanes
-    fit in those 16 bytes."""
+    half, a quarter and a 16-byte tail instead (_times_split, _add_outer_split, _chunked_split):
+    its last lanes fit in those 16 bytes."""
     return size >= 256 and 3 * size // 4 < nbytes <= 3 * size // 4 + 16
 
 
@@ -397,7 +397,7 @@ def _chunked_times(chunks, columns, values, W, w_stride, b, out):
     while c0 < width:
         n = width - c0
         size = _slice_bytes(n * W.itemsize)
-        if size == 512 and 384 < n * W.itemsize <= 400:   # (a 16-byte tail: see _chunked_split)
+        if size == 512 and _splits(size, n * W.itemsize):   # (a 16-byte tail: see _chunked_split)
             c0 = _chunked_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), chunks,
                                 columns, values, W, w_stride, b, c0, n, out)
         elif size == 512 and 384 < n * W.itemsize <= 448:
