@@ -35,6 +35,8 @@ class TrainingSet:
         if self.sparse:
             self.indptr, self.columns, self.values = ops().compress_rows(x)
             self.first_split = step.halfway_column(self.columns, x.shape[1])
+            self.first_cuts = step.row_cuts(self.indptr, self.columns, self.first_split,
+                                            np.arange(self.rows))
         else:
             self.x = np.array(x, copy=True)
 
@@ -44,7 +46,7 @@ class TrainingSet:
         if self.sparse:
             halves.team(step.team_steps_csr, step.team_arguments_csr(
                 self.indptr, self.columns, self.values, self.t, batches, weights, biases,
-                activation, update, losses, self.first_split))
+                activation, update, losses, self.first_split, cuts=self.first_cuts))
         else:
             ops().sgd_steps(self.x, self.t, batches, weights, biases, activation, update, losses)
 

@@ -748,6 +748,32 @@ def test_sgd_steps_csr_cut_anywhere_equals_the_dense_step(split, dtype):
     _csr_steps_against_dense(x, t, ws, bs, batches, reference.RELU, dtype, cut_at_split)
 
 
+@pytest.mark.parametrize("split", [0, 1, 63, 64, 65, 129, 130])
+def test_row_cuts_find_where_each_rows_list_reaches_the_split(split):
+    """row_cuts: for every row asked of a CSR dataset (empty rows, rows all below or all from the
+    split among them), the first of its entries at a column >= split, as np.searchsorted finds
+    it (0 for rows not asked); the steps refuse cuts made for another dataset."""
+    from fastbp.kernels import sparse, step
+    rng = np.random.default_rng(split)
+    x = sparse_rows(rng, 40, 130, np.float32, zeros=0.7)
+    x[3] = 0
+    x[5, 64:] = 0
+    x[6, :65] = 0
+    indptr, columns, values = sparse.compress_rows(x)
+    cuts = step.row_cuts(indptr, columns, split, np.arange(40))
+    want = [lo + np.searchsorted(columns[lo:hi], split) for lo, hi in zip(indptr[:-1], indptr[1:])]
+    np.testing.assert_array_equal(cuts, want)
+    asked = np.array([6, 3, 6, 39])
+    some = step.row_cuts(indptr, columns, split, asked)
+    np.testing.assert_array_equal(some[asked], cuts[asked])
+    assert not np.delete(some, asked).any()
+    ws, bs = net(rng, [130, 7, 3], np.float32)
+    arguments = (indptr, columns, values, labels(rng, 40, 3), rng.integers(0, 40, (2, 8)), ws, bs,
+                 reference.RELU, step.plain_sgd(0.1, ws, bs), np.zeros(2), split)
+    with pytest.raises(ValueError, match="one entry per row of the dataset"):
+        step.team_arguments_csr(*arguments, cuts=cuts[1:])
+
+
 def test_ieee_updates_stay_ieee_when_a_fastmath_step_compiles_them_first(tmp_path):
     """Numba compiles a callee whose fastmath is unset with its first caller's flags and keeps
     that code: the optimizers' bit-exact updates must say fastmath=False, or compiling the

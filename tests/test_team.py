@@ -33,13 +33,14 @@ def _training_call(seed, sizes, dtype, rows=40, batch=16, steps=25):
 
 def _trained(arguments):
     """What a call changed: the weights, biases, the rule's state and the losses, copied."""
-    _, _, _, _, _, _, _, weights, biases, _, update, losses, _ = arguments
+    _, _, _, _, _, _, _, _, weights, biases, _, update, losses, _ = arguments
     return [a.copy() for a in (*weights, *biases, *update[2], *update[3], losses)]
 
 
 def _copy(arguments):
     """The arguments with fresh copies of everything a call writes (workspace included)."""
-    work, splits, indptr, columns, values, t, batches, weights, biases, activation, update, losses, upto = arguments
+    (work, splits, _, indptr, columns, values, t, batches, weights, biases, activation, update, losses,
+     upto) = arguments
     rule, hyper, w_state, b_state = update
     return step.team_arguments_csr(
         indptr, columns, values, t, batches, tuple(w.copy() for w in weights),
