@@ -691,10 +691,13 @@ def _csr_steps_against_dense(x, t, ws, bs, batches, activation, dtype, csr_steps
     assert_same(dense, got, dtype, "sgd_steps_csr")
 
 
-@pytest.mark.parametrize("sizes", BOOK_NETS)
+@pytest.mark.parametrize("sizes", BOOK_NETS + [[784, 10], [130, 3]])
 @pytest.mark.parametrize("activation", [0, 1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sgd_steps_csr_equals_the_dense_step_at_book_sizes(sizes, activation, dtype):
+    """The compiled steps on the nonzero lists take the reference's steps: two- and three-layer
+    nets, and one-layer ones (whose first layer is also the last: its finishing stage ends in
+    the softmax)."""
     rng = np.random.default_rng(sum(sizes) + activation)
     x = sparse_rows(rng, 200, sizes[0], dtype, zeros=0.8)
     t = labels(rng, 200, sizes[-1])
