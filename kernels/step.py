@@ -222,7 +222,7 @@ def _softmax_ce_gradient(scores, t, rows, d, maxes, logsums):
     (N,) float64 scratch."""
     terms = np.empty(scores.shape[0], np.float64)
     _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, 0, scores.shape[0])
-    return _mean_loss(terms)
+    return _mean_in_order(terms)
 
 
 @jit
@@ -240,7 +240,7 @@ def _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, a, b):
 
 
 @jit
-def _mean_loss(terms):
+def _mean_in_order(terms):
     """The rows' cross-entropies summed in their order, over N."""
     total = 0.0
     for i in range(terms.size):
@@ -659,7 +659,7 @@ def team_steps_csr(rank, sync, work, splits, cuts, indptr, columns, values, t, b
                         _sync.team_part_done(sync, rank, stage)
                 _sync.team_stage_done(sync, rank, stage)
         if rank == 0 and upto >= LOSS:
-            losses[s] = _mean_loss(terms)
+            losses[s] = _mean_in_order(terms)
         if upto < BACKWARD:
             continue
         iteration = hyper[ITERATION] + s + 1
