@@ -215,19 +215,10 @@ def _gather_rows(x, rows, out):
 
 
 @jit
-def _softmax_ce_gradient(scores, t, rows, d, maxes, logsums):
-    """d = (softmax(scores) - onehot(t[rows])) / N; returns the mean cross-entropy.
-
-    The softmax rows are the layer kernel's (softmax_ce._softmax_rows); maxes and logsums are
-    (N,) float64 scratch."""
-    terms = np.empty(scores.shape[0], np.float64)
-    _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, 0, scores.shape[0])
-    return _mean_in_order(terms)
-
-
-@jit
 def _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, a, b):
-    """Rows a:b of _softmax_ce_gradient: d's rows, and each row's cross-entropy in terms."""
+    """Rows a:b of d = (softmax(scores) - onehot(t[rows])) / N, and each row's cross-entropy in
+    terms (_mean_in_order: the mean loss). The softmax rows are the layer kernel's
+    (softmax_ce._softmax_rows); maxes, logsums and terms are (N,) float64 scratch."""
     classes = scores.shape[1]
     _softmax_rows(scores[a:b], d[a:b], maxes[a:b], logsums[a:b])
     inv = 1.0 / scores.shape[0]
@@ -271,7 +262,8 @@ def _sgd_step_stages(x, t, batches, weights, biases, activation, update, losses,
     for layer in range(last + 1):
         acts.append(np.empty((size, weights[layer].shape[1]), dtype))
         douts.append(np.zeros((size, weights[layer].shape[1]), dtype))
-    maxes, logsums = np.empty(size, np.float64), np.empty(size, np.float64)
+    maxes, logsums, terms = (np.empty(size, np.float64), np.empty(size, np.float64),
+                             np.empty(size, np.float64))
     for s in range(steps):
         rows = batches[s]
         _gather_rows(x, rows, acts[0])
@@ -281,7 +273,8 @@ def _sgd_step_stages(x, t, batches, weights, biases, activation, update, losses,
                 if layer < last:
                     _activate(acts[layer + 1], activation)
         if upto >= LOSS:
-            losses[s] = _softmax_ce_gradient(acts[last + 1], t, rows, douts[last], maxes, logsums)
+            _softmax_ce_rows(acts[last + 1], t, rows, douts[last], maxes, logsums, terms, 0, size)
+            losses[s] = _mean_in_order(terms)
         if upto < BACKWARD:
             continue
         for layer in range(last, -1, -1):
