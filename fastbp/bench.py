@@ -31,6 +31,7 @@ import numpy as np
 
 from . import datasets, halves
 from .backend import use_backend
+from .engine import SPARSE_MAX_DENSITY, TrainingSet
 from .kernels import step
 from .nets import MultiLayerNet, TwoLayerNet
 from .progress import is_terminal
@@ -304,19 +305,20 @@ def profile_step(sizes, x, t, iters, dtype, repeats=7):
     for every k, interleaved and repeated (median); a stage's time is what adding it costs."""
     np.random.seed(0)
     weights, biases, activation = _fastbp_net(sizes, dtype).stack()
-    indptr, columns, values = step.sparse.compress_rows(x)
+    data = TrainingSet(x, t)   # (fit's own layout: the nonzero lists, the first layer's cut)
+    if not data.sparse:
+        raise ValueError(f"profile_step: x must be at most {SPARSE_MAX_DENSITY:.0%} nonzero (fit's "
+                         f"sparse layout), got {data.density:.0%}")
     batches = np.random.default_rng(1).integers(0, len(x), (iters, 100))
     losses = np.zeros(iters)
     seconds = {stage: [] for stage, _ in STAGES}
 
     update = step.plain_sgd(LR, weights, biases)
-    split = step.halfway_column(columns, x.shape[1])   # (as fit's TrainingSet: once, ~20 ms)
-    cuts = step.row_cuts(indptr, columns, split, np.arange(len(x)))
 
     def run(stage, rows):
         halves.team(step.team_steps_csr, step.team_arguments_csr(
-            indptr, columns, values, t, rows, weights, biases, activation, update, losses, split,
-            stage, cuts))
+            data.indptr, data.columns, data.values, data.t, rows, weights, biases, activation,
+            update, losses, data.first_split, stage, data.first_cuts))
 
     run(step.BIASES, batches[:2])
     for _ in range(repeats):
