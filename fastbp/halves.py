@@ -49,8 +49,9 @@ class _Cycles:
     included: after a team's gradient the in-place update takes longer (50-68 us in the loop
     against 23 after a one-thread call): the W1 lines the helper read must come back from its
     core when the update writes them (a test helper reading a private copy of W1 left the update
-    at 33 us, and at 24 in the VM's slow phases, where a team's took 190-270), which no timing of
-    the call alone shows. The cycles go as a team unless those measured alone have been shorter;
+    at 33 us, and at 24 in the VM's slow phases, where a team's took 190-270), and so must the
+    memory malloc hands the update's temporary ``lr * grad``, freed by a batch or a dW1 the
+    helper touched (README, How fast), which no timing of the call alone shows. The cycles go as a team unless those measured alone have been shorter;
     EXPLORE cycles in every EVERY go the other way, the first of them not counted (the caches of
     the other way, a helper that slept). Calls of other kinds go the way of their cycle. A team's
     cycle in which the strike judge had the caller go alone (kernels/_sync.py) is not counted
