@@ -51,14 +51,15 @@ class _Cycles:
     core when the update writes them (a test helper reading a private copy of W1 left the update
     at 33 us, and at 24 in the VM's slow phases, where a team's took 190-270), and so must the
     memory malloc hands the update's temporary ``lr * grad``, freed by a batch or a dW1 the
-    helper touched (README, How fast), which no timing of the call alone shows. The cycles go as a team unless those measured alone have been shorter;
-    EXPLORE cycles in every EVERY go the other way, the first of them not counted (the caches of
-    the other way, a helper that slept). Calls of other kinds go the way of their cycle. A team's
-    cycle in which the strike judge had the caller go alone (kernels/_sync.py) is not counted
-    either: it timed neither way. (Counted, a VM's hiccup that set the judge off also made the
-    team's next cycles, run alone, look slower than alone's, and the loop stayed alone for
-    thousands of iterations: blocks of 2,000 iterations of the book's loop, MNIST-like, 488 and
-    437 us an iteration against ~400 as a team.)
+    helper touched (README, How fast), which no timing of the call alone shows. The cycles go as
+    a team unless those measured alone have been shorter; EXPLORE cycles in every EVERY go the
+    other way, the first of them not counted (the caches of the other way, a helper that
+    slept). Calls of other kinds go the way of their cycle. A team's cycle in which the strike
+    judge had the caller go alone (kernels/_sync.py) is not counted either: it timed neither
+    way. (Counted, a VM's hiccup that set the judge off also made the team's next cycles, run
+    alone, look slower than alone's, and the loop stayed alone for thousands of iterations:
+    blocks of 2,000 iterations of the book's loop, MNIST-like, 488 and 437 us an iteration
+    against ~400 as a team.)
 
     Measured on a 2-core Zen 4 VM (784-50-10, float64 net, MNIST-like batches): a team's cycle
     ~480 us against ~620 alone in most phases; in others the VM's cross-core traffic is slow and
