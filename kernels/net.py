@@ -25,7 +25,7 @@ from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term,
                          softmax_cross_entropy_backward)
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
 from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _copy_rows,
-                   _first_from, _gemm, _times, _transpose_into)
+                   _first_from, _gemm, _mean_in_order, _times, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
 # than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
@@ -594,11 +594,9 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
         _sync.team_stage_done(sync, rank, WEIGHTS)
     if rank != 0:
         return 0.0, 0
-    total = 0.0
-    for i in range(n):
-        total += terms[i]
+    loss = _mean_in_order(terms)
     _sync.hand_back(flag, state, sync)
-    return total / n, facts[NONFINITE]
+    return loss, facts[NONFINITE]
 
 
 @jit

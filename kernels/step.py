@@ -232,11 +232,12 @@ def _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, a, b):
 
 @jit
 def _mean_in_order(terms):
-    """The rows' cross-entropies summed in their order, over N."""
+    """The rows' cross-entropies summed in their order, over N (fit's steps and the nets' team
+    calls: the same mean of the same terms)."""
     total = 0.0
     for i in range(terms.size):
         total += terms[i]
-    return total * (1.0 / terms.size)
+    return total / terms.size
 
 
 @jit
