@@ -5,6 +5,7 @@ added without a twin, or without a case here, fails ``test_every_twin_has_a_case
 """
 import inspect
 import os
+import re
 
 import numpy as np
 import pytest
@@ -562,6 +563,52 @@ def test_compression_stores_exactly_the_nonzeros_and_nothing_past_them(d, dtype)
     np.testing.assert_array_equal(columns[:nnz], want[1])
     np.testing.assert_array_equal(values[:nnz], want[2])   # (NaN equals NaN here)
     assert (values[nnz:] == sentinel).all() and (columns[nnz:] == sentinel).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, monkeypatch):
+    """simd.compress stores in one of two forms, chosen by the CPU it compiles for (the register
+    form on AMD's Zen, the memory form elsewhere: kernels/_simd.py _compress_store), so a machine's
+    default run tests only its own. Here each form compiles into a fresh function and packs the
+    same rows, tile by tile (row tails masked, every length of a 256-byte tile's tail), exactly as
+    the reference lists them, writing nothing past the last."""
+    import numba
+    from fastbp.kernels import _simd
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: simd.compress runs as NumPy, in neither compiled form")
+    # (the register form needs AVX-512 with VL; without, only the memory form compiles)
+    forms = [False, True] if _simd._AVX512 and "+avx512vl" in _simd._FEATURES else [False]
+    rng = np.random.default_rng(5)
+    x = sparse_rows(rng, 40, 97, dtype, zeros=0.6)
+    x[0], x[1] = 0, 1 + rng.random(97)
+    x[2, 50] = np.nan
+    nnz = int(np.count_nonzero(x))
+    want = reference.compress_rows(x)
+    for in_registers in forms:
+        monkeypatch.setattr(_simd, "_COMPRESS_IN_REGISTERS", in_registers)
+
+        @numba.njit   # (fresh: compiled at its first call, in the form set now)
+        def rows(x, indptr, columns, values):
+            tile = _simd.zeros(x, 256)
+            n, d = x.shape
+            k = 0
+            for i in range(n):
+                for c0 in range(0, d, _simd.lanes(tile)):
+                    k += _simd.compress(values, columns, k, _simd.load(tile, x, i * d + c0, d - c0),
+                                        c0, d - c0)
+                indptr[i + 1] = k
+            return k
+
+        values, columns = np.full(nnz + 64, -7, dtype), np.full(nnz + 64, -7, np.int32)
+        indptr = np.zeros(x.shape[0] + 1, np.int64)
+        assert rows(x, indptr, columns[:nnz], values[:nnz]) == nnz, in_registers
+        if _simd._AVX512:   # (the form asked for is the form compiled: a compress into memory or not)
+            asm = rows.inspect_asm(rows.signatures[0])
+            assert bool(re.search(r"compress\w*\s+%[xyz]mm\d+, [-\w]*\(", asm)) != in_registers
+        np.testing.assert_array_equal(indptr, want[0])
+        np.testing.assert_array_equal(columns[:nnz], want[1])
+        np.testing.assert_array_equal(values[:nnz], want[2])
+        assert (values[nnz:] == -7).all() and (columns[nnz:] == -7).all(), in_registers
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
