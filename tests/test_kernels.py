@@ -570,7 +570,7 @@ def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, mon
     """simd.compress stores in one of two forms, chosen by the CPU it compiles for (the register
     form on AMD's Zen, the memory form elsewhere: kernels/_simd.py _compress_store), so a machine's
     default run tests only its own. Here each form compiles into a fresh function and packs the
-    same rows, tile by tile (row tails masked, every length of a 256-byte tile's tail), exactly as
+    same rows of 97 columns, 256-byte tile by tile (whole tiles, then a masked tail), exactly as
     the reference lists them, writing nothing past the last."""
     import numba
     from fastbp.kernels import _simd
