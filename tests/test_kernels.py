@@ -569,11 +569,11 @@ def test_compression_stores_exactly_the_nonzeros_and_nothing_past_them(d, dtype)
 def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, monkeypatch):
     """simd.compress stores in one of two forms, chosen by the CPU it compiles for (the register
     form on AMD's Zen, the memory form elsewhere: kernels/_simd.py _compress_store), so a machine's
-    default run tests only its own. Here each form compiles into a fresh function and packs the
-    same rows of 97 columns, 256-byte tile by tile (whole tiles, then a masked tail), exactly as
-    the reference lists them, writing nothing past the last."""
+    default run tests only its own. Here sparse._compress_row compiles afresh in each form and
+    packs the same rows of 97 columns, 256-byte tile by tile (whole tiles, then a masked tail),
+    exactly as the reference lists them, writing nothing past the last."""
     import numba
-    from fastbp.kernels import _simd
+    from fastbp.kernels import _simd, sparse
     if numba.config.DISABLE_JIT:
         pytest.skip("NUMBA_DISABLE_JIT=1: simd.compress runs as NumPy, in neither compiled form")
     # (the register form needs AVX-512 with VL; without, only the memory form compiles)
@@ -586,24 +586,21 @@ def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, mon
     want = reference.compress_rows(x)
     for in_registers in forms:
         monkeypatch.setattr(_simd, "_COMPRESS_IN_REGISTERS", in_registers)
+        # fresh and uncached: compiled at its first call, in the form set now
+        compress_row = numba.njit(sparse._compress_row.py_func)
 
-        @numba.njit   # (fresh: compiled at its first call, in the form set now)
+        @numba.njit
         def rows(x, indptr, columns, values):
             tile = _simd.zeros(x, 256)
-            n, d = x.shape
-            k = 0
-            for i in range(n):
-                for c0 in range(0, d, _simd.lanes(tile)):
-                    k += _simd.compress(values, columns, k, _simd.load(tile, x, i * d + c0, d - c0),
-                                        c0, d - c0)
-                indptr[i + 1] = k
-            return k
+            for i in range(x.shape[0]):
+                indptr[i + 1] = compress_row(tile, x, i, columns, values, indptr[i])
+            return indptr[-1]
 
         values, columns = np.full(nnz + 64, -7, dtype), np.full(nnz + 64, -7, np.int32)
         indptr = np.zeros(x.shape[0] + 1, np.int64)
         assert rows(x, indptr, columns[:nnz], values[:nnz]) == nnz, in_registers
         if _simd._AVX512:   # (the form asked for is the form compiled: a compress into memory or not)
-            asm = rows.inspect_asm(rows.signatures[0])
+            asm = compress_row.inspect_asm(compress_row.signatures[0])
             assert bool(re.search(r"compress\w*\s+%[xyz]mm\d+, [-\w]*\(", asm)) != in_registers
         np.testing.assert_array_equal(indptr, want[0])
         np.testing.assert_array_equal(columns[:nnz], want[1])
