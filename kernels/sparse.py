@@ -89,7 +89,12 @@ def _count_nonzeros(x, counts):
 def _compress_row(tile, x, i, columns, values, k):
     """Row i of x (N, D)'s nonzeros into columns/values from position k on; -> the position after."""
     d = x.shape[1]
-    for c0 in range(0, d, simd.lanes(tile)):
+    lanes = simd.lanes(tile)
+    c0 = 0
+    while c0 + lanes <= d:   # (whole tiles: no masks, see _count_nonzeros)
+        k += simd.compress(values, columns, k, simd.load_full(tile, x, i * d + c0), c0, lanes)
+        c0 += lanes
+    if c0 < d:
         k += simd.compress(values, columns, k, simd.load(tile, x, i * d + c0, d - c0), c0, d - c0)
     return k
 
@@ -133,7 +138,11 @@ def _compress_chunks(x, c0, c1, columns, values, table, k):
         for s in range(c0 * CHUNK, min(c1 * CHUNK, d), simd.lanes(tile)):
             if s % CHUNK == 0:
                 table[i, s // CHUNK - c0] = k
-            k += simd.compress(values, columns, k, simd.load(tile, x, i * d + s, d - s), s, d - s)
+            if s + simd.lanes(tile) <= d:   # (a whole tile: no masks)
+                k += simd.compress(values, columns, k, simd.load_full(tile, x, i * d + s), s,
+                                   simd.lanes(tile))
+            else:
+                k += simd.compress(values, columns, k, simd.load(tile, x, i * d + s, d - s), s, d - s)
         table[i, c1 - c0] = k
     return k
 

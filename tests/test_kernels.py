@@ -507,6 +507,45 @@ def test_slice_tiles_move_exactly_the_lanes_below_n(dtype):
             np.testing.assert_array_equal(dst, want)
 
 
+def _masked_round_trip(size):
+    """A compiled simd.load then simd.store through a tile of ``size`` bytes (a constant of the
+    function); the loaded tile is also stored whole."""
+    import numba
+    from fastbp.kernels import _simd as simd
+
+    @numba.njit
+    def round_trip(src, offset, n, dst, loaded):
+        tile = simd.load(simd.zeros(src, size), src, offset, n)
+        simd.store_full(loaded, 0, tile)
+        simd.store(dst, offset, n, tile)
+    return round_trip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_tiles_move_exactly_the_lanes_below_n(dtype):
+    """For every n from 0 to past the tile, simd.load reads lanes < n and gives 0 above, and
+    simd.store writes lanes < n and not one element more, for every tile width the kernels use
+    (the 16-byte tails included): without AVX-512, store writes each register whole, masked or
+    not at all, by how many of its lanes are below n."""
+    import numba
+    from fastbp.kernels import _simd as simd
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: the tiles are NumPy arrays, no registers to test")
+    itemsize = np.dtype(dtype).itemsize
+    for size in (16,) + simd.TILE_SIZES:
+        lanes = size // itemsize
+        round_trip = _masked_round_trip(size)
+        src = np.arange(1, lanes + 8, dtype=dtype)
+        for n in range(0, lanes + 3):
+            dst, loaded = np.full(lanes + 8, -1, dtype), np.full(lanes, -1, dtype)
+            round_trip(src, 3, n, dst, loaded)
+            live = min(n, lanes)
+            np.testing.assert_array_equal(loaded, np.where(np.arange(lanes) < live, src[3:3 + lanes], 0))
+            want = np.full(lanes + 8, -1, dtype)
+            want[3:3 + live] = src[3:3 + live]
+            np.testing.assert_array_equal(dst, want, err_msg=f"{size}-byte tile, n = {n}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("h", [10, 50, 100, 256, 300])
 def test_padded_weights_give_the_bits_of_plain_ones(h, dtype):
@@ -567,25 +606,31 @@ def test_compression_stores_exactly_the_nonzeros_and_nothing_past_them(d, dtype)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, monkeypatch):
-    """simd.compress stores in one of two forms, chosen by the CPU it compiles for (the register
-    form on AMD's Zen, the memory form elsewhere: kernels/_simd.py _compress_store), so a machine's
-    default run tests only its own. Here sparse._compress_row compiles afresh in each form and
-    packs the same rows of 97 columns, 256-byte tile by tile (whole tiles, then a masked tail),
-    exactly as the reference lists them, writing nothing past the last."""
+    """simd.compress stores in one of three forms, chosen by the CPU it compiles for (AVX-512's
+    compressing store in registers on AMD's Zen, in memory elsewhere; on AVX2, which has none, a
+    permutation from a table: kernels/_simd.py _compress_store, _compress_by_table), so a
+    machine's default run tests only its own. Here sparse._compress_row compiles afresh in every
+    form the CPU can run (LLVM's generic compressing store runs anywhere) and packs the same rows
+    of 97 columns, 256-byte tile by tile (whole tiles, then a masked tail), exactly as the
+    reference lists them, into lists of exactly their length, writing nothing past the last."""
     import numba
     from fastbp.kernels import _simd, sparse
     if numba.config.DISABLE_JIT:
         pytest.skip("NUMBA_DISABLE_JIT=1: simd.compress runs as NumPy, in neither compiled form")
-    # (the register form needs AVX-512 with VL; without, only the memory form compiles)
-    forms = [False, True] if _simd._AVX512 and "+avx512vl" in _simd._FEATURES else [False]
+    forms = {"memory": (False, False)}   # (_COMPRESS_IN_REGISTERS, _COMPRESS_BY_TABLE)
+    if _simd._AVX512 and "+avx512vl" in _simd._FEATURES:
+        forms["registers"] = (True, False)
+    if "+avx2" in _simd._FEATURES:
+        forms["table"] = (False, True)
     rng = np.random.default_rng(5)
     x = sparse_rows(rng, 40, 97, dtype, zeros=0.6)
     x[0], x[1] = 0, 1 + rng.random(97)
     x[2, 50] = np.nan
     nnz = int(np.count_nonzero(x))
     want = reference.compress_rows(x)
-    for in_registers in forms:
+    for form, (in_registers, by_table) in forms.items():
         monkeypatch.setattr(_simd, "_COMPRESS_IN_REGISTERS", in_registers)
+        monkeypatch.setattr(_simd, "_COMPRESS_BY_TABLE", by_table)
         # fresh and uncached: compiled at its first call, in the form set now
         compress_row = numba.njit(sparse._compress_row.py_func)
 
@@ -598,14 +643,16 @@ def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, mon
 
         values, columns = np.full(nnz + 64, -7, dtype), np.full(nnz + 64, -7, np.int32)
         indptr = np.zeros(x.shape[0] + 1, np.int64)
-        assert rows(x, indptr, columns[:nnz], values[:nnz]) == nnz, in_registers
-        if _simd._AVX512:   # (the form asked for is the form compiled: a compress into memory or not)
-            asm = compress_row.inspect_asm(compress_row.signatures[0])
+        assert rows(x, indptr, columns[:nnz], values[:nnz]) == nnz, form
+        # (the form asked for is the form compiled)
+        asm = compress_row.inspect_asm(compress_row.signatures[0])
+        if _simd._AVX512 and not by_table:   # (a compress into memory or not)
             assert bool(re.search(r"compress\w*\s+%[xyz]mm\d+, [-\w]*\(", asm)) != in_registers
+        assert bool(re.search(r"vperm(ps|d)\s", asm)) == by_table, form   # (LLVM may take vpermd)
         np.testing.assert_array_equal(indptr, want[0])
         np.testing.assert_array_equal(columns[:nnz], want[1])
         np.testing.assert_array_equal(values[:nnz], want[2])
-        assert (values[nnz:] == -7).all() and (columns[nnz:] == -7).all(), in_registers
+        assert (values[nnz:] == -7).all() and (columns[nnz:] == -7).all(), form
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
