@@ -16,7 +16,10 @@ shuffles and spills in the inner loop, which ran 2x slower than the 512-byte til
 cover such a row with three tiles of 256, 128 and 64 bytes instead (kernels/sparse.py
 _chunked_split). The 128-byte
 tile is for float64 class scores: two registers where a 256-byte tile spent four (the nets'
-second layer, 50 rows of a 784-50-10 net's batch on a Zen 4: 6.6 -> 4.9 us).
+second layer, 50 rows of a 784-50-10 net's batch on a Zen 4: 6.6 -> 4.9 us), and on AVX2 four
+where it spent eight (with sparse._splits_half, a Zen 3's one-thread stages of the book's
+gradient: half a batch's rows through the second layer and back 63 -> 34 us, half of the
+weight gradients 124 -> 58).
 The operations take their width from a tile argument (``zeros(like, nbytes)`` makes the first),
 so each loop is written once and compiled per width. ``load``/``store`` mask lanes >= n;
 ``load_full``/``store_full`` move whole tiles: a loop over full tiles keeps no masks live (with
@@ -68,7 +71,7 @@ _AVX512 = "+avx512f" in _FEATURES
 _COMPRESS_IN_REGISTERS = _AVX512 and "+avx512vl" in _FEATURES and _target_cpu().startswith("znver")
 # compress by a permutation table where there is no compressing store (see _compress_by_table)
 _COMPRESS_BY_TABLE = not _AVX512 and "+avx2" in _FEATURES
-TILE_SIZES = (1024, 512, 256, 128, 64) if _AVX512 else (256, 64)   # bytes, widest first
+TILE_SIZES = (1024, 512, 256, 128, 64) if _AVX512 else (256, 128, 64)   # bytes, widest first
 REGISTER = 64 if _AVX512 else 32                              # bytes in a vector register
 _FAST = tuple(sorted(FASTMATH))  # the kernels' LLVM flags: FMA contraction, no nnan/ninf
 

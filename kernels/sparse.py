@@ -270,6 +270,16 @@ def _splits(size, nbytes):
 
 
 @jit
+def _splits_half(size, nbytes):
+    """Whether a slice of ``nbytes`` that _slice_bytes covers with a 256-byte tile goes as two
+    quarters and a 16-byte tail (the same functions as _splits): its last lanes fit in 16 bytes
+    past half the tile. The last 18 columns of a 50-wide float64 row on AVX2 (whose widest tile
+    is 256 bytes): five registers' multiply-adds a nonzero instead of eight, three of them
+    masked loads of no live lane."""
+    return size == 256 and size // 2 < nbytes <= size // 2 + 16
+
+
+@jit
 def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride, epilogue, h):
     """out[r, :width] = sum_{k in lo[r]:hi[r]} values[k] * W[columns[k], :width] + b, then the
     epilogue: STORE as is, STORE_RELU max(., 0), STORE_RELU_MASKED zero where h[r] <= 0 (h has
@@ -291,6 +301,9 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
             size = _slice_bytes(n * W.itemsize)
             if size == 256 and _splits(size, n * W.itemsize):
                 c0 = _times_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16), start,
+                                  end, columns, values, W, w_stride, b, c0, n, out, o, epilogue, h)
+            elif _splits_half(size, n * W.itemsize):
+                c0 = _times_split(simd.zeros(W, 64), simd.zeros(W, 64), simd.zeros(W, 16), start,
                                   end, columns, values, W, w_stride, b, c0, n, out, o, epilogue, h)
             elif size == 512 and _splits(size, n * W.itemsize):
                 c0 = _times_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), start,
@@ -409,6 +422,9 @@ def _chunked_times(chunks, columns, values, W, w_stride, b, out):
         if size == 512 and _splits(size, n * W.itemsize):   # (a 16-byte tail: see _chunked_split)
             c0 = _chunked_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), chunks,
                                 columns, values, W, w_stride, b, c0, n, out)
+        elif _splits_half(size, n * W.itemsize):
+            c0 = _chunked_split(simd.zeros(W, 64), simd.zeros(W, 64), simd.zeros(W, 16), chunks,
+                                columns, values, W, w_stride, b, c0, n, out)
         elif size == 512 and 384 < n * W.itemsize <= 448:
             c0 = _chunked_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 64), chunks,
                                 columns, values, W, w_stride, b, c0, n, out)
@@ -488,6 +504,9 @@ def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
             if size == 256 and _splits(size, n * W.itemsize):
                 c0 = _add_outer_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16),
                                       start, end, columns, values, D, o, W, w_stride, c0, n, scale)
+            elif _splits_half(size, n * W.itemsize):
+                c0 = _add_outer_split(simd.zeros(W, 64), simd.zeros(W, 64), simd.zeros(W, 16),
+                                      start, end, columns, values, D, o, W, w_stride, c0, n, scale)
             elif size == 512 and _splits(size, n * W.itemsize):
                 c0 = _add_outer_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16),
                                       start, end, columns, values, D, o, W, w_stride, c0, n, scale)
@@ -552,9 +571,14 @@ def _column_outer_slice(zero, starts, rows, vals, D, W, p0, scale, add, s0, n):
     factor = simd.splat(zero, scale)
     for j in range(starts.size - 2):
         acc = zero
-        for k in range(np.uint64(starts[j]), np.uint64(starts[j + 1])):
-            acc = simd.fma(simd.splat(acc, vals[k]), simd.load_slice(zero, D, rows[k] * d_stride + s0, n),
-                           acc)
+        if n >= simd.lanes(zero):   # (every lane live: whole loads, no masks)
+            for k in range(np.uint64(starts[j]), np.uint64(starts[j + 1])):
+                acc = simd.fma(simd.splat(acc, vals[k]), simd.load_full(zero, D, rows[k] * d_stride + s0),
+                               acc)
+        else:
+            for k in range(np.uint64(starts[j]), np.uint64(starts[j + 1])):
+                acc = simd.fma(simd.splat(acc, vals[k]),
+                               simd.load_slice(zero, D, rows[k] * d_stride + s0, n), acc)
         o = (p0 + j) * w_stride + s0
         if add:
             simd.store_slice(W, o, n, simd.fma(acc, factor, simd.load_slice(zero, W, o, n)))
