@@ -13,7 +13,7 @@ A batch X (N, D) is kept as its nonzero lists (CSR): row i's nonzeros are ``valu
 Both do work in proportion to the nonzeros instead of N x D, and run as tiles of explicit SIMD
 (kernels/_simd.py), each row in as few tiles as cover it: at MNIST's density the product takes
 about a third of what a dense BLAS call takes. Compression itself is one vcompress per 64 bytes
-of input.
+of input with AVX-512, one table lookup and vpermps per 32 bytes with AVX2 (kernels/_simd.py).
 
 The tile loops take each output row's slice of the nonzero lists as ``lo[r]:hi[r]``, so a caller
 can hand them a batch of dataset rows (fit's step reads its batch where the dataset's nonzeros
