@@ -470,18 +470,30 @@ def test_csr_affine_backward_params_is_the_gradient(rng):
 
 # --- slice tiles: the last slice of a row, whole registers below the next narrower tile ------
 
-def _slice_round_trip(size):
-    """A compiled load_slice then store_slice through a tile of ``size`` bytes (a constant of
-    the function, as the tile loops' literals are); the loaded tile is also stored whole."""
+def _check_round_trips(dtype, size, ns, load, store):
+    """For each n in ns, a compiled ``load`` then ``store`` (simd.load and store, or load_slice
+    and store_slice) through a tile of ``size`` bytes (a constant of the function, as the tile
+    loops' literals are) reads lanes < n and gives 0 above, and writes lanes < n and not one
+    element more."""
     import numba
     from fastbp.kernels import _simd as simd
 
     @numba.njit
     def round_trip(src, offset, n, dst, loaded):
-        tile = simd.load_slice(simd.zeros(src, size), src, offset, n)
+        tile = load(simd.zeros(src, size), src, offset, n)
         simd.store_full(loaded, 0, tile)
-        simd.store_slice(dst, offset, n, tile)
-    return round_trip
+        store(dst, offset, n, tile)
+
+    lanes = size // np.dtype(dtype).itemsize
+    src = np.arange(1, lanes + 8, dtype=dtype)
+    for n in ns:
+        dst, loaded = np.full(lanes + 8, -1, dtype), np.full(lanes, -1, dtype)
+        round_trip(src, 3, n, dst, loaded)
+        live = min(n, lanes)
+        np.testing.assert_array_equal(loaded, np.where(np.arange(lanes) < live, src[3:3 + lanes], 0))
+        want = np.full(lanes + 8, -1, dtype)
+        want[3:3 + live] = src[3:3 + live]
+        np.testing.assert_array_equal(dst, want, err_msg=f"{size}-byte tile, n = {n}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -493,32 +505,9 @@ def test_slice_tiles_move_exactly_the_lanes_below_n(dtype):
     from fastbp.kernels import _simd as simd
     itemsize = np.dtype(dtype).itemsize
     for size in simd.TILE_SIZES:
-        lanes = size // itemsize
         narrower = max([s for s in simd.TILE_SIZES if s < size], default=0) // itemsize
-        round_trip = _slice_round_trip(size)
-        src = np.arange(1, lanes + 8, dtype=dtype)
-        for n in range(narrower + 1, lanes + 3):
-            dst, loaded = np.full(lanes + 8, -1, dtype), np.full(lanes, -1, dtype)
-            round_trip(src, 3, n, dst, loaded)
-            live = min(n, lanes)
-            np.testing.assert_array_equal(loaded, np.where(np.arange(lanes) < live, src[3:3 + lanes], 0))
-            want = np.full(lanes + 8, -1, dtype)
-            want[3:3 + live] = src[3:3 + live]
-            np.testing.assert_array_equal(dst, want)
-
-
-def _masked_round_trip(size):
-    """A compiled simd.load then simd.store through a tile of ``size`` bytes (a constant of the
-    function); the loaded tile is also stored whole."""
-    import numba
-    from fastbp.kernels import _simd as simd
-
-    @numba.njit
-    def round_trip(src, offset, n, dst, loaded):
-        tile = simd.load(simd.zeros(src, size), src, offset, n)
-        simd.store_full(loaded, 0, tile)
-        simd.store(dst, offset, n, tile)
-    return round_trip
+        _check_round_trips(dtype, size, range(narrower + 1, size // itemsize + 3), simd.load_slice,
+                           simd.store_slice)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -527,23 +516,10 @@ def test_masked_tiles_move_exactly_the_lanes_below_n(dtype):
     simd.store writes lanes < n and not one element more, for every tile width the kernels use
     (the 16-byte tails included): without AVX-512, store writes each register whole, masked or
     not at all, by how many of its lanes are below n."""
-    import numba
     from fastbp.kernels import _simd as simd
-    if numba.config.DISABLE_JIT:
-        pytest.skip("NUMBA_DISABLE_JIT=1: the tiles are NumPy arrays, no registers to test")
-    itemsize = np.dtype(dtype).itemsize
     for size in (16,) + simd.TILE_SIZES:
-        lanes = size // itemsize
-        round_trip = _masked_round_trip(size)
-        src = np.arange(1, lanes + 8, dtype=dtype)
-        for n in range(0, lanes + 3):
-            dst, loaded = np.full(lanes + 8, -1, dtype), np.full(lanes, -1, dtype)
-            round_trip(src, 3, n, dst, loaded)
-            live = min(n, lanes)
-            np.testing.assert_array_equal(loaded, np.where(np.arange(lanes) < live, src[3:3 + lanes], 0))
-            want = np.full(lanes + 8, -1, dtype)
-            want[3:3 + live] = src[3:3 + live]
-            np.testing.assert_array_equal(dst, want, err_msg=f"{size}-byte tile, n = {n}")
+        _check_round_trips(dtype, size, range(0, size // np.dtype(dtype).itemsize + 3), simd.load,
+                           simd.store)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
