@@ -592,7 +592,7 @@ def test_both_forms_of_the_compressing_store_give_the_reference_lists(dtype, mon
     import numba
     from fastbp.kernels import _simd, sparse
     if numba.config.DISABLE_JIT:
-        pytest.skip("NUMBA_DISABLE_JIT=1: simd.compress runs as NumPy, in neither compiled form")
+        pytest.skip("NUMBA_DISABLE_JIT=1: simd.compress runs as NumPy, in none of its compiled forms")
     forms = {"memory": (False, False)}   # (_COMPRESS_IN_REGISTERS, _COMPRESS_BY_TABLE)
     if _simd._AVX512 and "+avx512vl" in _simd._FEATURES:
         forms["registers"] = (True, False)
