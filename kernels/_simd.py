@@ -199,13 +199,9 @@ def store(typingctx, array, offset, n, tile):
                                       vector.type.as_pointer())
             _store_register(builder, vector, pointer, align, args[2], 0)
             return context.get_dummy_value()
-        register_type, registers = _registers(context, builder, signature.args[0], args[0], args[1],
-                                              tile)
-        for pointer, first, _ in registers:
-            lanes_ = ir.Constant(ir.VectorType(_I32, register_type.count),
-                                 list(range(first, first + register_type.count)))
-            _store_register(builder, builder.shuffle_vector(vector, vector, lanes_), pointer, align,
-                            args[2], first)
+        for part, pointer, first, _ in _register_parts(context, builder, signature.args[0], args[0],
+                                                       args[1], vector, tile):
+            _store_register(builder, part, pointer, align, args[2], first)
         return context.get_dummy_value()
     return types.none(array, offset, n, tile), codegen
 
@@ -228,6 +224,15 @@ def _registers(context, builder, array_type, array, offset, tile):
     return register_type, [(builder.bitcast(builder.gep(start, [ir.Constant(_I64, first)]),
                                             register_type.as_pointer()), first, first + per_register <= whole)
                            for first in range(0, tile.lanes, per_register)]
+
+
+def _register_parts(context, builder, array_type, array, offset, vector, tile):
+    """_registers with the tile's value: per register, (its lanes of vector, pointer, first lane,
+    whole)."""
+    register_type, registers = _registers(context, builder, array_type, array, offset, tile)
+    return [(builder.shuffle_vector(vector, vector, ir.Constant(
+                ir.VectorType(_I32, register_type.count), list(range(first, first + register_type.count)))),
+             pointer, first, whole) for pointer, first, whole in registers]
 
 
 def _lanes_from(builder, n, first):
@@ -272,14 +277,9 @@ def load_slice(typingctx, like, array, offset, n):
 def store_slice(typingctx, array, offset, n, tile):
     """store(array, offset, n, tile) for a slice tile (see load_slice)."""
     def codegen(context, builder, signature, args):
-        vector = args[3]
         align = array.dtype.bitwidth // 8
-        register_type, registers = _registers(context, builder, signature.args[0], args[0], args[1],
-                                              tile)
-        for pointer, first, whole in registers:
-            lanes_ = ir.Constant(ir.VectorType(_I32, register_type.count),
-                                 list(range(first, first + register_type.count)))
-            part = builder.shuffle_vector(vector, vector, lanes_)
+        for part, pointer, first, whole in _register_parts(context, builder, signature.args[0],
+                                                           args[0], args[1], args[3], tile):
             if whole:
                 builder.store(part, pointer, align=align)
             else:
@@ -418,8 +418,9 @@ def _compress_by_table(builder, vector, n, room, value_pointer, column_pointer, 
     registers (their lanes past the packed ones are junk, overwritten by the next store) where
     the register's lanes are all below n and ``room`` (the elements from the lists' position to
     their arrays' end) holds them: so they never reach past the position of lane n, nor past the
-    arrays. Masked stores only otherwise: Zen 3 takes ~20 cycles for one (the whole batch with
-    masked stores only: 148 us). -> the number stored (i64)."""
+    arrays. Otherwise the packed lanes only (_store_register: masked unless all are packed); Zen 3
+    takes ~20 cycles for a masked store (the whole batch with masked stores only: 148 us). -> the
+    number stored (i64)."""
     count = vector.type.count
     step = 4 if isinstance(vector.type.element, ir.DoubleType) else 8   # lanes in 32 bytes
     table = _lane_table(builder.module)
@@ -447,20 +448,19 @@ def _compress_by_table(builder, vector, n, room, value_pointer, column_pointer, 
         first_column = builder.add(column0, ir.Constant(_I32, first))
         numbers = builder.add(column_lanes, _splat(builder, first_column, step))
         packed_count = _popcount(builder, chunk_mask, step)
-        destinations = ((packed, builder.gep(value_pointer, [stored]), 32 // step),
-                        (numbers, builder.gep(column_pointer, [stored]), 4))
+        destinations = [(data, builder.bitcast(builder.gep(start, [stored]), data.type.as_pointer()),
+                         align) for data, start, align in ((packed, value_pointer, 32 // step),
+                                                           (numbers, column_pointer, 4))]
         whole = builder.and_(builder.icmp_signed(">=", n, ir.Constant(n.type, first + step)),
                              builder.icmp_signed(">=", builder.sub(room, stored),
                                                  ir.Constant(_I64, step)))
         with builder.if_else(whole, likely=True) as (then, otherwise):
             with then:
                 for data, pointer, align in destinations:
-                    builder.store(data, builder.bitcast(pointer, data.type.as_pointer()), align=align)
-            with otherwise:
-                live = _lane_mask(builder, step, packed_count)
+                    builder.store(data, pointer, align=align)
+            with otherwise:   # (the packed lanes only)
                 for data, pointer, align in destinations:
-                    _call(builder, f"llvm.masked.store.{_suffix(data.type)}.p0", ir.VoidType(),
-                          [data, pointer, ir.Constant(_I32, align), live])
+                    _store_register(builder, data, pointer, align, packed_count, 0)
         stored = builder.add(stored, packed_count)
     return stored
 
