@@ -35,8 +35,9 @@ class TrainingSet:
         if self.sparse:
             self.indptr, self.columns, self.values = ops().compress_rows(x)
             self.first_split = step.halfway_column(self.columns, x.shape[1])
-            self.first_cuts = step.row_cuts(self.indptr, self.columns, self.first_split,
-                                            np.arange(self.rows))
+            self.first_cuts = step.chunk_cuts(
+                self.indptr, self.columns, step.first_cut_columns(self.first_split, x.shape[1]),
+                np.arange(self.rows))
         else:
             self.x = np.array(x, copy=True)
 

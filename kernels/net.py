@@ -143,8 +143,8 @@ def _sparse_first_gradient(table, columns, values, part, d, starts, rows, vals, 
     where they took 51)."""
     p0, p1 = _first_columns(dW.shape[0], part)
     starts = starts[:p1 - p0 + 2]
-    ends = table.shape[1] - 1
-    sparse._column_lists(table[:, 0], table[:, ends], columns, values, p0, p1, starts, rows, vals,
+    ends = table.shape[0] - 1
+    sparse._column_lists(table[0], table[ends], columns, values, p0, p1, starts, rows, vals,
                          table[0, 0])
     sparse._column_outer(starts, rows, vals, d, dW, dW.shape[1], p0, 1.0, False)
 
@@ -160,7 +160,7 @@ def _first_csr(x, dense_above=1.0):
     counts = np.empty(n, np.int64)
     nonfinite = sparse._count_nonzeros(x, counts)
     cut, whole = _first_cut(d), sparse.chunk_count(d)
-    lower, upper = np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)
+    lower, upper = np.empty((cut + 1, n), np.int64), np.empty((whole - cut + 1, n), np.int64)
     if counts.sum() > dense_above * x.size:
         return np.empty(0, np.int32), np.empty(0, x.dtype), (lower[:0], upper[:0]), nonfinite, True
     columns = np.empty(counts.sum(), np.int32)
@@ -207,7 +207,7 @@ def _join_halves(out, above, a, b, last, activation):
 @jit
 def _first_layer(tables, columns, values, W, b, last, activation):
     """_first_layer_into a new array."""
-    out = np.empty((tables[0].shape[0], W.shape[1]), W.dtype)
+    out = np.empty((tables[0].shape[1], W.shape[1]), W.dtype)
     _first_layer_into(tables, columns, values, W, b, last, activation, out, np.empty_like(out))
     return out
 
@@ -320,7 +320,7 @@ def net_gradient(x, t, weights, biases, activation):
         else:
             columns, values, lo, hi = hidden[layer - 1]
             sums = _aligned_rows(below, width, W)
-            _add_outer(lo, hi, columns, values, d, sums, width, 1.0)
+            _add_outer(sparse.cut_table(lo, hi), columns, values, d, sums, width, 1.0)
             dWs.append(_copied_out(sums, W))
         db = np.zeros(width, y.dtype)
         sparse._column_sums_into(d, n, width, width, db, 1.0)
@@ -414,7 +414,7 @@ def team_workspace(x, weights):
                  np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
                  _aligned_rows(n, width, weights[0], False))
     first_layer = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
-                   (np.empty((n, cut + 1), np.int64), np.empty((n, whole - cut + 1), np.int64)),
+                   (np.empty((cut + 1, n), np.int64), np.empty((whole - cut + 1, n), np.int64)),
                    np.empty((n, width), dtype), by_column, _aligned_rows(first, width, weights[0]))
     inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
@@ -462,7 +462,7 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
         cut = _first_from(columns, lo[r], hi[r], split)
         bounds[0, r] = lo[r] if part == 0 else cut
         bounds[1, r] = cut if part == 0 else hi[r]
-    _add_outer(bounds[0], bounds[1], columns, values, d, dW, width, 1.0)
+    _add_outer(bounds, columns, values, d, dW, width, 1.0)
 
 
 @jit

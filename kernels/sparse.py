@@ -129,21 +129,21 @@ def _compress_rows_into(x, a, b, columns, values, lo, hi):
 def _compress_chunks(x, c0, c1, columns, values, table, k):
     """Every row of x (N, D), C-contiguous, as nonzero lists of its columns c0 * CHUNK:c1 * CHUNK
     (chunks c0:c1), cut where each chunk begins: row after row into columns/values from position
-    k on, table (N, c1 - c0 + 1) taking where row i's chunk c0 + j begins (table[i, j]) and where
-    its lists end (table[i, c1 - c0]). -> the position after. (x float32 or float64: a tile of no
-    more than CHUNK lanes, so no tile crosses a chunk.)"""
+    k on, the cut table (c1 - c0 + 1, N) taking where row i's chunk c0 + j begins (table[j, i])
+    and where its lists end (table[c1 - c0, i]; see _chunked_times). -> the position after. (x
+    float32 or float64: a tile of no more than CHUNK lanes, so no tile crosses a chunk.)"""
     n, d = x.shape
     tile = simd.zeros(x, 256)
     for i in range(n):
         for s in range(c0 * CHUNK, min(c1 * CHUNK, d), simd.lanes(tile)):
             if s % CHUNK == 0:
-                table[i, s // CHUNK - c0] = k
+                table[s // CHUNK - c0, i] = k
             if s + simd.lanes(tile) <= d:   # (a whole tile: no masks)
                 k += simd.compress(values, columns, k, simd.load_full(tile, x, i * d + s), s,
                                    simd.lanes(tile))
             else:
                 k += simd.compress(values, columns, k, simd.load(tile, x, i * d + s, d - s), s, d - s)
-        table[i, c1 - c0] = k
+        table[c1 - c0, i] = k
     return k
 
 
@@ -333,9 +333,9 @@ def _chunked_slice(zero, chunks, columns, values, W, w_stride, b, c0, n, out):
     for r in range(rows):
         simd.store_slice(out, r * width + c0, n, simd.load_slice(zero, b, c0, n) if b.size else zero)
     full = c0 + simd.lanes(zero) <= w_stride   # (W's rows hold the tile whole: see _times_slice)
-    for c in range(chunks.shape[1] - 1):
+    for c in range(chunks.shape[0] - 1):
         for r in range(rows):
-            start, end = chunks[r, c], chunks[r, c + 1]
+            start, end = chunks[c, r], chunks[c + 1, r]
             if start == end:
                 continue
             o = r * width + c0
@@ -362,14 +362,15 @@ def _chunked_slice(zero, chunks, columns, values, W, w_stride, b, c0, n, out):
 # their stride holds it.
 @jit
 def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0, n, out):
-    """_chunked_slice for a slice of 384 to 448 bytes, which a 512-byte tile would cover with a
-    last register holding no live lane: its sums in three tiles of 256, 128 and 16 or 64 bytes
-    (big, mid, small: all lanes 0; the 16-byte tail: see above), the first two whole and the
-    last masked to the slice's last lanes, updated together for each nonzero (a 50-wide float64
-    row: six 512-bit registers' multiply-adds and one 128-bit one a nonzero instead of eight
-    512-bit ones; one half of a Fashion-MNIST batch's first-layer product on a 2-core Zen 4, from
-    padded rows, 58 -> 52 us with a 64-byte last tile, 50 -> 47 and 61 -> 57 with a 16-byte one).
-    The same additions in the same order as one tile's. Returns c0 + n."""
+    """_chunked_slice for a slice that a tile would cover with a last register holding no live
+    lane (384 to 448 bytes of a 512-byte tile, or a slice that _splits or _splits_half): its
+    sums in three tiles (big, mid, small: all lanes 0) of a half and a quarter of that tile and
+    16 or 64 bytes (the 16-byte tail: see above), or two quarters and 16 bytes, the first two
+    whole and the last masked to the slice's last lanes, updated together for each nonzero (a
+    50-wide float64 row: six 512-bit registers' multiply-adds and one 128-bit one a nonzero
+    instead of eight 512-bit ones; one half of a Fashion-MNIST batch's first-layer product on a
+    2-core Zen 4, from padded rows, 58 -> 52 us with a 64-byte last tile, 50 -> 47 and 61 -> 57
+    with a 16-byte one). The same additions in the same order as one tile's. Returns c0 + n."""
     rows, width = out.shape
     m = c0 + simd.lanes(big)
     s = m + simd.lanes(mid)
@@ -380,9 +381,9 @@ def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0,
         simd.store_full(out, o + m, simd.load_full(mid, b, m) if b.size else mid)
         simd.store(out, o + s, left, simd.load(small, b, s, left) if b.size else small)
     full = s + simd.lanes(small) <= w_stride
-    for c in range(chunks.shape[1] - 1):
+    for c in range(chunks.shape[0] - 1):
         for r in range(rows):
-            start, end = chunks[r, c], chunks[r, c + 1]
+            start, end = chunks[c, r], chunks[c + 1, r]
             if start == end:
                 continue
             o = r * width
@@ -410,10 +411,11 @@ def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0,
 @jit
 def _chunked_times(chunks, columns, values, W, w_stride, b, out):
     """out = X @ W + b for out (R, H) C-contiguous and W (D, >= H) with rows of w_stride elements
-    (plain, or 64-byte padded: step._aligned_rows), X's rows as nonzero lists cut in chunks (see
-    _compress_chunks): chunk by chunk over all the rows (see CHUNK), each row's sums kept in out
-    in between; b may be empty (no bias). The same additions in the same order as _rows_times:
-    the same numbers."""
+    (plain, or 64-byte padded: step._aligned_rows), X's rows as nonzero lists cut in chunks:
+    the cut table ``chunks`` (C + 1, R) has row r's chunk c at chunks[c, r]:chunks[c + 1, r]
+    (_compress_chunks makes one; fit's steps take theirs from the dataset's, step.chunk_cuts).
+    Chunk by chunk over all the rows (see CHUNK), each row's sums kept in out in between; b may
+    be empty (no bias). The same additions in the same order as _rows_times: the same numbers."""
     width = out.shape[1]
     c0 = 0
     while c0 < width:
@@ -421,6 +423,9 @@ def _chunked_times(chunks, columns, values, W, w_stride, b, out):
         size = _slice_bytes(n * W.itemsize)
         if size == 512 and _splits(size, n * W.itemsize):   # (a 16-byte tail: see _chunked_split)
             c0 = _chunked_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), chunks,
+                                columns, values, W, w_stride, b, c0, n, out)
+        elif size == 256 and _splits(size, n * W.itemsize):
+            c0 = _chunked_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16), chunks,
                                 columns, values, W, w_stride, b, c0, n, out)
         elif _splits_half(size, n * W.itemsize):
             c0 = _chunked_split(simd.zeros(W, 64), simd.zeros(W, 64), simd.zeros(W, 16), chunks,
@@ -441,26 +446,32 @@ def _chunked_times(chunks, columns, values, W, w_stride, b, out):
 
 
 @jit
-def _add_outer_slice(g, start, end, columns, values, D, d_offset, W, w_stride, c0, n, scale):
-    """One tile-wide slice of the update: W[columns[k], c0:c0 + n] += (scale values[k])
-    D.flat[d_offset:d_offset + n] for k in start:end. Returns c0 + the tile's lanes."""
-    g = simd.mul(simd.load_slice(g, D, d_offset, n), simd.splat(g, scale))
-    if n >= simd.lanes(g):
-        for k in range(np.uint64(start), np.uint64(end)):
-            offset = columns[k] * w_stride + c0
-            simd.store_full(W, offset, simd.fma(simd.splat(g, values[k]), g,
-                                                simd.load_full(g, W, offset)))
-    else:
-        for k in range(np.uint64(start), np.uint64(end)):
-            offset = columns[k] * w_stride + c0
-            row = simd.fma(simd.splat(g, values[k]), g, simd.load_slice(g, W, offset, n))
-            simd.store_slice(W, offset, n, row)
-    return c0 + simd.lanes(g)
+def _add_outer_slice(zero, cuts, columns, values, D, d_stride, W, w_stride, c0, n, scale):
+    """One tile-wide slice of _add_outer: W[columns[k], c0:c0 + n] += (scale values[k]) D[r, c0:c0
+    + n] for row r's entries k, chunk by chunk, the tiles of ``zero``'s width. Returns c0 + the
+    tile's lanes."""
+    whole = n >= simd.lanes(zero) or c0 + simd.lanes(zero) <= w_stride   # (see _add_outer)
+    for c in range(cuts.shape[0] - 1):
+        for r in range(cuts.shape[1]):
+            start, end = cuts[c, r], cuts[c + 1, r]
+            if start == end:
+                continue
+            g = simd.mul(simd.load_slice(zero, D, r * d_stride + c0, n), simd.splat(zero, scale))
+            if whole:
+                for k in range(np.uint64(start), np.uint64(end)):
+                    offset = columns[k] * w_stride + c0
+                    simd.store_full(W, offset, simd.fma(simd.splat(g, values[k]), g,
+                                                        simd.load_full(g, W, offset)))
+            else:
+                for k in range(np.uint64(start), np.uint64(end)):
+                    offset = columns[k] * w_stride + c0
+                    row = simd.fma(simd.splat(g, values[k]), g, simd.load_slice(g, W, offset, n))
+                    simd.store_slice(W, offset, n, row)
+    return c0 + simd.lanes(zero)
 
 
 @jit
-def _add_outer_split(big, mid, small, start, end, columns, values, D, d_offset, W, w_stride, c0, n,
-                     scale):
+def _add_outer_split(big, mid, small, cuts, columns, values, D, d_stride, W, w_stride, c0, n, scale):
     """_add_outer_slice for a slice that _splits: the update in tiles of a half, a quarter and 16
     bytes of the covering tile (big, mid, small), the first two whole, the last masked to the
     slice's last lanes (fit's 784-50-10 float32 update of a batch's W1 rows on one thread, from
@@ -471,60 +482,93 @@ def _add_outer_split(big, mid, small, start, end, columns, values, D, d_offset, 
     m = c0 + simd.lanes(big)
     s = m + simd.lanes(mid)
     left = c0 + n - s   # (the small tile's live lanes)
-    g1 = simd.mul(simd.load_full(big, D, d_offset), simd.splat(big, scale))
-    g2 = simd.mul(simd.load_full(mid, D, d_offset + (m - c0)), simd.splat(mid, scale))
-    g3 = simd.mul(simd.load(small, D, d_offset + (s - c0), left), simd.splat(small, scale))
-    for k in range(np.uint64(start), np.uint64(end)):
-        at, v = columns[k] * w_stride, values[k]
-        simd.store_full(W, at + c0, simd.fma(simd.splat(g1, v), g1, simd.load_full(g1, W, at + c0)))
-        simd.store_full(W, at + m, simd.fma(simd.splat(g2, v), g2, simd.load_full(g2, W, at + m)))
-        simd.store(W, at + s, left, simd.fma(simd.splat(g3, v), g3, simd.load(g3, W, at + s, left)))
+    whole = s + simd.lanes(small) <= w_stride   # (the tail loaded and stored whole: see _add_outer)
+    for c in range(cuts.shape[0] - 1):
+        for r in range(cuts.shape[1]):
+            start, end = cuts[c, r], cuts[c + 1, r]
+            if start == end:
+                continue
+            o = r * d_stride + c0
+            g1 = simd.mul(simd.load_full(big, D, o), simd.splat(big, scale))
+            g2 = simd.mul(simd.load_full(mid, D, o + (m - c0)), simd.splat(mid, scale))
+            g3 = simd.mul(simd.load(small, D, o + (s - c0), left), simd.splat(small, scale))
+            # (the loops are written out: see _chunked_slice)
+            if whole:
+                for k in range(np.uint64(start), np.uint64(end)):
+                    at, v = columns[k] * w_stride, values[k]
+                    simd.store_full(W, at + c0,
+                                    simd.fma(simd.splat(g1, v), g1, simd.load_full(g1, W, at + c0)))
+                    simd.store_full(W, at + m,
+                                    simd.fma(simd.splat(g2, v), g2, simd.load_full(g2, W, at + m)))
+                    simd.store_full(W, at + s,
+                                    simd.fma(simd.splat(g3, v), g3, simd.load_full(g3, W, at + s)))
+            else:
+                for k in range(np.uint64(start), np.uint64(end)):
+                    at, v = columns[k] * w_stride, values[k]
+                    simd.store_full(W, at + c0,
+                                    simd.fma(simd.splat(g1, v), g1, simd.load_full(g1, W, at + c0)))
+                    simd.store_full(W, at + m,
+                                    simd.fma(simd.splat(g2, v), g2, simd.load_full(g2, W, at + m)))
+                    simd.store(W, at + s, left,
+                               simd.fma(simd.splat(g3, v), g3, simd.load(g3, W, at + s, left)))
     return c0 + n
 
 
 @jit
-def _add_outer(lo, hi, columns, values, D, d_stride, W, w_stride, width, scale):
-    """W[:, :width] += scale * sum_r sum_{k in lo[r]:hi[r]} values[k] * outer(e_columns[k], D[r]):
-    W += scale X^T D, one in-place update of a row of W per nonzero of X.
+def _add_outer(cuts, columns, values, D, d_stride, W, w_stride, width, scale):
+    """W[:, :width] += scale * sum_r sum_k values[k] * outer(e_columns[k], D[r]) over row r's
+    entries k in cuts[0, r]:cuts[-1, r]: W += scale X^T D, one in-place update of a row of W per
+    nonzero of X. ``cuts`` (C + 1, R) as _chunked_times's: chunk by chunk over all the rows, so
+    a chunk's rows of W are updated in L1 by all the rows of D (a 2-row table: row by row).
 
-    Each row of W is updated in the order of the batch's rows, so the result is the same on
-    every run and whatever other rows another caller updates meanwhile. Slices as _rows_times."""
-    rows = lo.size
-    for r in range(min(PREFETCH_ROWS, rows)):
-        _prefetch_row(columns, values, lo[r], hi[r])
-    for r in range(rows):
-        if r + PREFETCH_ROWS < rows:
-            _prefetch_row(columns, values, lo[r + PREFETCH_ROWS], hi[r + PREFETCH_ROWS])
-        start, end = lo[r], hi[r]
-        c0 = 0
-        while c0 < width:
-            n = width - c0
-            o = r * d_stride + c0
-            size = _slice_bytes(n * W.itemsize)
-            if size == 256 and _splits(size, n * W.itemsize):
-                c0 = _add_outer_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16),
-                                      start, end, columns, values, D, o, W, w_stride, c0, n, scale)
-            elif _splits_half(size, n * W.itemsize):
-                c0 = _add_outer_split(simd.zeros(W, 64), simd.zeros(W, 64), simd.zeros(W, 16),
-                                      start, end, columns, values, D, o, W, w_stride, c0, n, scale)
-            elif size == 512 and _splits(size, n * W.itemsize):
-                c0 = _add_outer_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16),
-                                      start, end, columns, values, D, o, W, w_stride, c0, n, scale)
-            elif size == 1024:
-                c0 = _add_outer_slice(simd.zeros(W, 1024), start, end, columns, values, D, o, W,
-                                      w_stride, c0, n, scale)
-            elif size == 512:
-                c0 = _add_outer_slice(simd.zeros(W, 512), start, end, columns, values, D, o, W,
-                                      w_stride, c0, n, scale)
-            elif size == 256:
-                c0 = _add_outer_slice(simd.zeros(W, 256), start, end, columns, values, D, o, W,
-                                      w_stride, c0, n, scale)
-            elif size == 128:
-                c0 = _add_outer_slice(simd.zeros(W, 128), start, end, columns, values, D, o, W,
-                                      w_stride, c0, n, scale)
-            else:
-                c0 = _add_outer_slice(simd.zeros(W, 64), start, end, columns, values, D, o, W,
-                                      w_stride, c0, n, scale)
+    Each row of W is updated in the order of the batch's rows (chunk by chunk or not), so the
+    result is the same on every run and whatever other rows another caller updates meanwhile.
+    Slices as _rows_times.
+
+    Where W's rows hold a slice's last tile whole (w_stride: padded rows, step._aligned_rows),
+    that tile loads and stores whole: its lanes past ``width`` get + 0 (D's lanes there load
+    as 0), which leaves padding as it was. AVX2 has no cheap masked store (vmaskmovps: ~20
+    cycles on Zen 3). fit 784-50-10 float32's update of half a batch's W1 rows from padded rows,
+    one thread, on a Zen 3, us: row by row with the 16-byte tail masked 37.6, whole 31.4, in
+    chunks of 64 rows 25.7."""
+    c0 = 0
+    while c0 < width:
+        n = width - c0
+        size = _slice_bytes(n * W.itemsize)
+        if size == 256 and _splits(size, n * W.itemsize):
+            c0 = _add_outer_split(simd.zeros(W, 128), simd.zeros(W, 64), simd.zeros(W, 16), cuts,
+                                  columns, values, D, d_stride, W, w_stride, c0, n, scale)
+        elif _splits_half(size, n * W.itemsize):
+            c0 = _add_outer_split(simd.zeros(W, 64), simd.zeros(W, 64), simd.zeros(W, 16), cuts,
+                                  columns, values, D, d_stride, W, w_stride, c0, n, scale)
+        elif size == 512 and _splits(size, n * W.itemsize):
+            c0 = _add_outer_split(simd.zeros(W, 256), simd.zeros(W, 128), simd.zeros(W, 16), cuts,
+                                  columns, values, D, d_stride, W, w_stride, c0, n, scale)
+        elif size == 1024:
+            c0 = _add_outer_slice(simd.zeros(W, 1024), cuts, columns, values, D, d_stride, W,
+                                  w_stride, c0, n, scale)
+        elif size == 512:
+            c0 = _add_outer_slice(simd.zeros(W, 512), cuts, columns, values, D, d_stride, W,
+                                  w_stride, c0, n, scale)
+        elif size == 256:
+            c0 = _add_outer_slice(simd.zeros(W, 256), cuts, columns, values, D, d_stride, W,
+                                  w_stride, c0, n, scale)
+        elif size == 128:
+            c0 = _add_outer_slice(simd.zeros(W, 128), cuts, columns, values, D, d_stride, W,
+                                  w_stride, c0, n, scale)
+        else:
+            c0 = _add_outer_slice(simd.zeros(W, 64), cuts, columns, values, D, d_stride, W,
+                                  w_stride, c0, n, scale)
+
+
+@jit
+def cut_table(lo, hi):
+    """The cut table (2, R) of rows whose lists are lo[r]:hi[r], each as one chunk (see
+    _chunked_times)."""
+    cuts = np.empty((2, lo.size), np.int64)
+    cuts[0] = lo
+    cuts[1] = hi
+    return cuts
 
 
 @jit
@@ -682,7 +726,7 @@ def csr_affine_backward_params(indptr, columns, values, n_features, dout):
     dc = np.ascontiguousarray(dout)
     n, h = dc.shape
     dW = np.zeros((n_features, h), dc.dtype)
-    _add_outer(indptr[:-1], indptr[1:], columns, values, dc, h, dW, h, h, 1.0)
+    _add_outer(cut_table(indptr[:-1], indptr[1:]), columns, values, dc, h, dW, h, h, 1.0)
     db = np.zeros(h, dc.dtype)
     _column_sums_into(dc, n, h, h, db, 1.0)
     return dW, db

@@ -398,22 +398,24 @@ def _times(lo, hi, columns, values, W, b, width, out, epilogue, h):
 
 
 @jit
-def _add_outer(lo, hi, columns, values, D, W, width, scale):
-    """W[:, :width] += scale X^T D, X's rows lo[r]:hi[r]."""
-    sparse._add_outer(lo, hi, columns, values, D, width, W, W.shape[1], width, scale)
+def _add_outer(cuts, columns, values, D, W, width, scale):
+    """W[:, :width] += scale X^T D, X's rows as the cut table ``cuts`` (see sparse._add_outer)."""
+    sparse._add_outer(cuts, columns, values, D, width, W, W.shape[1], width, scale)
 
 
-def csr_workspace(values, weights, w_state, size, fused):
+def csr_workspace(values, weights, w_state, size, fused, cut_columns, split):
     """What team_steps_csr computes in, made once per call and shared by the two threads of a
     team: (per layer: (padded W, padded dW (no rows if ``fused``), padded W.T, outputs, output
     gradients, its input's nonzero lists (columns, values; none for the first layer, which reads
     the dataset's), ``bounds`` (4, N): row r's nonzeros below the layer's split are
-    bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r], and the part-1 partial sums
-    (N, width)), the rule's state padded (slot-major, as w_state), (db, the nonzero lists of an
-    output gradient (columns, values, lo, hi), softmax scratch maxes, logsums and the rows' losses,
-    per part a layer's input lists regrouped by column (sparse._column_lists: starts, rows,
-    values) and per layer its output gradient in padded rows, for the layers that regroup
-    (_regroups)))."""
+    bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r] (none for the first layer), and
+    the part-1 partial sums (N, width)), the rule's state padded (slot-major, as w_state), (db,
+    the nonzero lists of an output gradient (columns, values, lo, hi), softmax scratch maxes,
+    logsums and the rows' losses, per part a layer's input lists regrouped by column
+    (sparse._column_lists: starts, rows, values) and per layer its output gradient in padded
+    rows, for the layers that regroup (_regroups), and per part the cut table of the batch's
+    dataset rows in the first layer (_dataset_chunks): the chunks of ``cut_columns``
+    (first_cut_columns) below and from the first layer's ``split``))."""
     dtype = values.dtype
     last = len(weights) - 1
     layers = []
@@ -425,10 +427,12 @@ def csr_workspace(values, weights, w_state, size, fused):
                        _aligned_rows(width, below, values),
                        np.empty((size, width), dtype), np.zeros((size, width), dtype),
                        np.empty(inputs, np.int32), np.empty(inputs, dtype),
-                       np.empty((4, size), np.int64), np.empty((size, width), dtype)))
+                       np.empty((4, 0 if layer == 0 else size), np.int64),
+                       np.empty((size, width), dtype)))
     states = tuple(_aligned_rows(w_state[slot * (last + 1) + layer].shape[0], weights[layer].shape[1],
                                  values) for slot in range(2) for layer in range(last + 1))
     widest = max(W.shape[1] for W in weights)
+    below_split = int(np.searchsorted(cut_columns, split))   # (the chunks below it)
     wide = [_regroups(W.shape[1], values.itemsize) for W in weights]
     tallest = max([W.shape[0] for W, regroup in zip(weights, wide) if regroup], default=0)
     regrouped = tuple((np.empty(tallest + 2, np.int64), np.empty(size * tallest, np.int32),
@@ -439,7 +443,8 @@ def csr_workspace(values, weights, w_state, size, fused):
     shared = (np.empty(0 if fused else widest, dtype), np.empty(size * widest, np.int32),
               np.empty(size * widest, dtype), np.empty(size, np.int64), np.empty(size, np.int64),
               np.empty(size, np.float64), np.empty(size, np.float64), np.empty(size, np.float64),
-              regrouped)
+              regrouped, (np.empty((below_split + 1, size), np.int64),
+                          np.empty((cut_columns.size - below_split, size), np.int64)))
     return tuple(layers), states, shared
 
 
@@ -463,47 +468,67 @@ def _first_from(columns, low, high, split):
     return low
 
 
+def first_cut_columns(split, width):
+    """Where fit cuts the first layer's input lists, as columns (increasing): every CHUNK-th
+    column (the layer's products go chunk by chunk: sparse.CHUNK), the split (where its two parts
+    meet: halfway_column) and ``width`` (the lists' ends). Part 0 takes the chunks below the
+    split, part 1 the rest."""
+    return np.array(sorted(set(range(0, width, sparse.CHUNK)) | {split, width}), np.int64)
+
+
 @jit
-def row_cuts(indptr, columns, split, rows):
+def chunk_cuts(indptr, columns, cut_columns, rows):
     """Where the dataset rows ``rows`` (1-D) of a dataset's nonzero lists (indptr, columns: CSR)
-    reach column ``split``: cuts[r] is the first k of row r's list with columns[k] >= split (its
-    end if none); the other rows' entries are 0. fit cuts the first layer there (see
-    _dataset_bounds): its TrainingSet makes them once for every row (~6 ms for MNIST's 60,000)."""
-    cuts = np.zeros(indptr.size - 1, np.int64)
+    reach each of ``cut_columns`` (increasing; first_cut_columns): cuts[r, j] is the first k of
+    row r's list with columns[k] >= cut_columns[j] (its end if none); the other rows' entries
+    are 0. fit's steps take each batch row's cuts from here (_dataset_chunks): its TrainingSet
+    makes them once for every row (~25 ms and 7 MB for MNIST's 60,000)."""
+    cuts = np.zeros((indptr.size - 1, cut_columns.size), np.int64)
     for r in rows:
-        cuts[r] = _first_from(columns, indptr[r], indptr[r + 1], split)
+        k, end = indptr[r], indptr[r + 1]
+        for j in range(cut_columns.size):
+            while k < end and columns[k] < cut_columns[j]:
+                k += 1
+            cuts[r, j] = k
     return cuts
 
 
 @jit
-def _dataset_bounds(indptr, cuts, rows, part, bounds):
-    """Part ``part``'s slices (bounds[2 part], bounds[2 part + 1]) of the dataset rows ``rows``:
-    their nonzeros below the first layer's split (part 0) or from it (part 1), cut where
-    row_cuts found. (Searching each batch row's list for the split instead took ~10 us a step
-    and part (1.6 on rows already in cache): the probes wait on each other, and a random row of
-    the dataset is in no cache. Measured on a 2-core Zen 4, fit 784-50-10 float32 MNIST-like,
-    batch 100: the first layer's forward stage 44 -> 28 us, 53 -> 40 in a slow phase of the VM;
-    a step 101-110 -> 92-103.)"""
+def _dataset_chunks(cuts, rows, part, table):
+    """Part ``part``'s cut table (table (J, N): see sparse._chunked_times) of the dataset rows
+    ``rows``: its chunks of their nonzero lists, from chunk_cuts's ``cuts`` (the first J columns
+    for part 0, the last J for part 1: the two share the split's). (Searching each batch row's
+    list for the split instead took ~10 us a step and part (1.6 on rows already in cache): the
+    probes wait on each other, and a random row of the dataset is in no cache. Measured on a
+    2-core Zen 4, fit 784-50-10 float32 MNIST-like, batch 100: the first layer's forward stage
+    44 -> 28 us, 53 -> 40 in a slow phase of the VM; a step 101-110 -> 92-103.)"""
+    j0 = 0 if part == 0 else cuts.shape[1] - table.shape[0]
     for r in range(rows.size):
         row = rows[r]
-        bounds[2 * part, r] = indptr[row] if part == 0 else cuts[row]
-        bounds[2 * part + 1, r] = cuts[row] if part == 0 else indptr[row + 1]
+        for j in range(table.shape[0]):
+            table[j, r] = cuts[row, j0 + j]
 
 
 @jit
-def _forward_part(work, layer, part, splits, cuts, indptr, columns, values, rows, biases):
+def _forward_part(work, layer, part, cuts, columns, values, rows, biases):
     """Part ``part`` of layer ``layer``'s output: the sums over its inputs below the layer's
     split plus the bias (part 0, into the outputs) or over the rest (part 1, into the partial
-    sums), so each thread reads only its own rows of W (they stay in its core's cache)."""
+    sums), so each thread reads only its own rows of W (they stay in its core's cache).
+
+    Row by row, the first layer too, whose weight update goes chunk by chunk: the batch's rows
+    of the dataset are in no cache yet, and the row loop asks for the next rows' lists as it
+    goes. Chunk by chunk (sparse._chunked_times), each chunk's pass waited on every row's lists:
+    half a MNIST-like batch's product in fit, float32, one thread, on a Zen 3, us: 32 row by
+    row, 59 chunk by chunk, 42 with every row's lists asked for first (23 against 29 with the
+    lists in cache)."""
     W, _, _, act, _, cols, vals, bounds, partial = work[0][layer]
+    out, b = (act, biases[layer]) if part == 0 else (partial, biases[layer][:0])
+    lo, hi = bounds[2 * part], bounds[2 * part + 1]
     if layer == 0:
-        _dataset_bounds(indptr, cuts, rows, part, bounds)
-        cols, vals = columns, values
-    width = act.shape[1]
-    if part == 0:
-        _times(bounds[0], bounds[1], cols, vals, W, biases[layer], width, act, STORE, act)
-    else:
-        _times(bounds[2], bounds[3], cols, vals, W, biases[layer][:0], width, partial, STORE, partial)
+        table = work[2][9][part]
+        _dataset_chunks(cuts, rows, part, table)
+        cols, vals, lo, hi = columns, values, table[0], table[table.shape[0] - 1]
+    _times(lo, hi, cols, vals, W, b, out.shape[1], out, STORE, out)
 
 
 @jit
@@ -555,7 +580,7 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
     (``weights_too``) the update of W's rows below the split (part 0) or from it (part 1): the
     rows the thread's forward part read."""
     layers, states, shared = work
-    _, d_cols, d_vals, d_lo, d_hi, _, _, _, regrouped = shared
+    _, d_cols, d_vals, d_lo, d_hi, _, _, _, regrouped, first_tables = shared
     W, g, WT, _, d, cols, vals, bounds, _ = layers[layer]
     below, width = weights[layer].shape
     if layer > 0:   # d_below = (d @ W.T) * f'(.), W.T copied before this step's update
@@ -575,18 +600,19 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
     rule, hyper, _, _ = update
     fused = rule == SGD and hyper[WEIGHT_DECAY] == 0   # W -= lr x.T @ d, no dW
     target, scale = (W, -hyper[LR]) if fused else (g, 1.0)
-    lo, hi = bounds[2 * part], bounds[2 * part + 1]
+    cuts = first_tables[part] if layer == 0 else bounds[2 * part:2 * part + 2]
     if _regroups(width, W.itemsize):   # x.T @ d's rows summed once each
         starts, rows, column_values, padded = regrouped[part]
         starts = starts[:p1 - p0 + 2]
-        sparse._column_lists(lo, hi, cols, vals, p0, p1, starts, rows, column_values, 0)
+        sparse._column_lists(cuts[0], cuts[cuts.shape[0] - 1], cols, vals, p0, p1, starts, rows,
+                             column_values, 0)
         _copy_rows(d, 0, d.shape[0], padded[layer])
         sparse._column_outer(starts, rows, column_values, padded[layer], target, width, p0, scale,
                              fused)
     else:   # a row of W updated in place per nonzero
         if not fused:
             g[p0:p1] = 0
-        _add_outer(lo, hi, cols, vals, d, target, width, scale)
+        _add_outer(cuts, cols, vals, d, target, width, scale)
     if fused:
         return
     if hyper[WEIGHT_DECAY] != 0:
@@ -597,13 +623,13 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
 
 
 @jit
-def team_steps_csr(rank, sync, work, splits, cuts, indptr, columns, values, t, batches, weights, biases,
+def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, weights, biases,
                    activation, update, losses, upto):
     """sgd_steps_csr doing the stages FORWARD..upto of every step (upto = BIASES: all), as
     thread ``rank`` of a team (kernels/_sync.py): the caller (rank 0) and maybe a helper (rank 1),
     sharing ``sync`` and the workspace ``work`` (csr_workspace). A layer's forward is two
     stages: its sums over the inputs below ``splits[layer]`` and over the rest (parts 0 and 1;
-    the first layer's dataset rows cut there at ``cuts``, row_cuts),
+    the first layer's dataset rows cut there and chunk by chunk at ``cuts``, chunk_cuts),
     then rows 0:N/2 and N/2:N of the outputs finished (sums added, activation, compressed for
     the next layer; the last layer's rows through softmax and the loss's gradient, each row's
     loss kept for the caller to sum in order); its backward one: rows 0:N/2 and N/2:N of the
@@ -613,7 +639,7 @@ def team_steps_csr(rank, sync, work, splits, cuts, indptr, columns, values, t, b
     computes it: one thread or two, the weights are the same bits. (The softmax rows on the
     caller alone: a step ~1-2 us longer, of ~90, 784-50-10 MNIST-like on a 2-core Zen 4.)"""
     layers, states, shared = work
-    db, _, _, _, _, maxes, logsums, terms, _ = shared
+    db, _, _, _, _, maxes, logsums, terms, _, _ = shared
     rule, hyper, w_state, b_state = update
     lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
     fused = rule == SGD and decay == 0
@@ -638,8 +664,7 @@ def team_steps_csr(rank, sync, work, splits, cuts, indptr, columns, values, t, b
                 stage += 1
                 for part in range(2):
                     if _sync.team_part(sync, rank, stage, part):
-                        _forward_part(work, layer, part, splits, cuts, indptr, columns, values, rows,
-                                      biases)
+                        _forward_part(work, layer, part, cuts, columns, values, rows, biases)
                         _sync.team_part_done(sync, rank, stage)
                 _sync.team_stage_done(sync, rank, stage)
                 stage += 1
@@ -693,23 +718,26 @@ def team_steps_csr(rank, sync, work, splits, cuts, indptr, columns, values, t, b
 
 def team_arguments_csr(indptr, columns, values, t, batches, weights, biases, activation, update,
                        losses, first_split=None, upto=BIASES, cuts=None):
-    """(work, splits, cuts, *the call's arguments, upto): what follows (rank, sync) in a
-    team_steps_csr call; the first layer cut at ``first_split`` (default: halfway), the others
-    halfway; ``cuts``: row_cuts(indptr, columns, first_split, ...) of every row the batches take,
-    made here unless given (fit's TrainingSet makes them once, for all rows)."""
+    """(work, splits, cuts, *the call's arguments but indptr, upto): what follows (rank, sync) in
+    a team_steps_csr call; the first layer cut at ``first_split`` (default: halfway), the others
+    halfway; ``cuts``: chunk_cuts(indptr, columns, first_cut_columns(first_split, D), ...) of
+    every row the batches take, made here unless given (fit's TrainingSet makes them once, for
+    all rows)."""
     rule, hyper, w_state, _ = update
     fused = rule == SGD and hyper[WEIGHT_DECAY] == 0
-    work = csr_workspace(values, weights, w_state, batches.shape[1], fused)
     splits = np.array([W.shape[0] // 2 for W in weights], np.int64)
     if first_split is not None:
         splits[0] = first_split
+    cut_columns = first_cut_columns(splits[0], weights[0].shape[0])
+    work = csr_workspace(values, weights, w_state, batches.shape[1], fused, cut_columns, splits[0])
     if cuts is None:
-        cuts = row_cuts(indptr, columns, splits[0], batches.reshape(-1))
-    elif cuts.shape != (indptr.size - 1,):
-        raise ValueError(f"team_arguments_csr: cuts must have one entry per row of the dataset "
-                         f"({indptr.size - 1}), got shape {cuts.shape}")
-    return (work, splits, cuts, indptr, columns, values, t, batches, weights, biases, activation,
-            update, losses, upto)
+        cuts = chunk_cuts(indptr, columns, cut_columns, batches.reshape(-1))
+    elif cuts.shape != (indptr.size - 1, cut_columns.size):
+        raise ValueError(f"team_arguments_csr: cuts must have a row per row of the dataset and a "
+                         f"column per first-layer cut ({indptr.size - 1}, {cut_columns.size}), "
+                         f"got shape {cuts.shape}")
+    return (work, splits, cuts, columns, values, t, batches, weights, biases, activation, update,
+            losses, upto)
 
 
 def sgd_steps_csr(indptr, columns, values, t, batches, weights, biases, activation, update, losses):

@@ -651,7 +651,7 @@ def test_nonzeros_and_nonfinite_entries_are_counted_in_whole_tiles_and_tails(d, 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 130, 784])
 def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
-    """Chunks c0:c1 of every row packed from k on, and table[r, j] where row r's nonzeros at
+    """Chunks c0:c1 of every row packed from k on, and table[j, r] where row r's nonzeros at
     columns (c0 + j) * CHUNK on begin (its end last): two chunk ranges compressed apart, each in
     a region of its own (as two threads do), list every nonzero of their columns."""
     from fastbp.kernels import sparse
@@ -665,14 +665,14 @@ def test_chunked_lists_cut_each_row_where_its_chunks_begin(d, dtype):
     cut = whole // 2
     ranges = ((0, cut, 0), (cut, whole, 7 * cut * sparse.CHUNK))
     for c0, c1, k in ranges:
-        table = np.full((7, c1 - c0 + 1), -1, np.int64)
+        table = np.full((c1 - c0 + 1, 7), -1, np.int64)
         end = sparse._compress_chunks(x, c0, c1, columns, values, table, k)
         assert table[0, 0] == k and end == table[-1, -1] == k + np.count_nonzero(
             x[:, c0 * sparse.CHUNK:c1 * sparse.CHUNK])
         for r in range(7):
-            assert r == 0 or table[r, 0] == table[r - 1, -1]
+            assert r == 0 or table[0, r] == table[-1, r - 1]
             for j in range(c1 - c0):
-                k0, k1 = table[r, j], table[r, j + 1]
+                k0, k1 = table[j, r], table[j + 1, r]
                 c = c0 + j
                 inside = np.flatnonzero(x[r, c * sparse.CHUNK:(c + 1) * sparse.CHUNK]) + c * sparse.CHUNK
                 np.testing.assert_array_equal(columns[k0:k1], inside)
@@ -698,9 +698,9 @@ def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, 
     D = rng.standard_normal((n, h)).astype(dtype)
     columns, values = np.empty(n * d, np.int32), np.empty(n * d, dtype)
     whole = sparse.chunk_count(d)
-    chunks = np.empty((n, whole + 1), np.int64)
+    chunks = np.empty((whole + 1, n), np.int64)
     sparse._compress_chunks(x, 0, whole, columns, values, chunks, 0)
-    lo, hi = chunks[:, 0].copy(), chunks[:, -1].copy()
+    lo, hi = chunks[0].copy(), chunks[-1].copy()
     for bias in (b, b[:0]):
         want, got = np.empty((n, h), dtype), np.full((n, h), np.nan, dtype)
         sparse._rows_times(lo, hi, columns, values, W, h, bias, h, want, h, sparse.STORE, want)
@@ -713,19 +713,25 @@ def test_chunked_and_column_products_are_the_row_by_row_products_bit_for_bit(d, 
         np.testing.assert_array_equal(got, want)
     assert np.allclose(want, x.astype(np.float64) @ W, rtol=1e-4, atol=1e-4)
     want = np.zeros((d, h), dtype)
-    sparse._add_outer(lo, hi, columns, values, D, h, want, h, h, 1.0)
+    sparse._add_outer(sparse.cut_table(lo, hi), columns, values, D, h, want, h, h, 1.0)
     assert np.allclose(want, x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
+    for cuts in (chunks, sparse.cut_table(lo, hi)):   # (chunk by chunk, and row by row)
+        padded = np.full((d, h + 24), 7.0, dtype)   # (rows that hold the last tile: stored whole)
+        padded[:, :h] = 0
+        sparse._add_outer(cuts, columns, values, D, h, padded, h + 24, h, 1.0)
+        np.testing.assert_array_equal(padded[:, :h], want)
+        assert (padded[:, h:] == 7.0).all()   # (the padding gets + 0)
     cut = whole // 2
     for ranges in (((0, whole),), ((0, cut), (cut, whole))):   # (whole, and as two threads would)
         got = np.full((d, h), np.nan, dtype)
         rows, vals = np.full(n * d, -1, np.int32), np.full(n * d, np.nan, dtype)
         k = 3   # (the lists need not begin at 0)
         for c0, c1 in ranges:
-            table = np.empty((n, c1 - c0 + 1), np.int64)
+            table = np.empty((c1 - c0 + 1, n), np.int64)
             k = sparse._compress_chunks(x, c0, c1, columns, values, table, k)
             p0, p1 = c0 * sparse.CHUNK, min(c1 * sparse.CHUNK, d)
             starts = np.empty(p1 - p0 + 2, np.int64)
-            sparse._column_lists(table[:, 0], table[:, -1], columns, values, p0, p1, starts, rows,
+            sparse._column_lists(table[0], table[-1], columns, values, p0, p1, starts, rows,
                                  vals, table[0, 0])
             for j in range(p1 - p0):   # each column's entries: its nonzeros, rows increasing
                 inside = np.flatnonzero(x[:, p0 + j])
@@ -819,10 +825,11 @@ def test_sgd_steps_csr_cut_anywhere_equals_the_dense_step(split, dtype):
 
 
 @pytest.mark.parametrize("split", [0, 1, 63, 64, 65, 129, 130])
-def test_row_cuts_find_where_each_rows_list_reaches_the_split(split):
-    """row_cuts: for every row asked of a CSR dataset (empty rows, rows all below or all from the
-    split among them), the first of its entries at a column >= split, as np.searchsorted finds
-    it (0 for rows not asked); the steps refuse cuts made for another dataset."""
+def test_chunk_cuts_find_where_each_rows_list_reaches_each_cut(split):
+    """first_cut_columns: every CHUNK-th column, the split and the width, once each, increasing;
+    chunk_cuts: for every row asked of a CSR dataset (empty rows, rows all below or all from the
+    split among them), the first of its entries at a column >= each cut, as np.searchsorted
+    finds it (0 for rows not asked); the steps refuse cuts made for another dataset or split."""
     from fastbp.kernels import sparse, step
     rng = np.random.default_rng(split)
     x = sparse_rows(rng, 40, 130, np.float32, zeros=0.7)
@@ -830,18 +837,22 @@ def test_row_cuts_find_where_each_rows_list_reaches_the_split(split):
     x[5, 64:] = 0
     x[6, :65] = 0
     indptr, columns, values = sparse.compress_rows(x)
-    cuts = step.row_cuts(indptr, columns, split, np.arange(40))
-    want = [lo + np.searchsorted(columns[lo:hi], split) for lo, hi in zip(indptr[:-1], indptr[1:])]
+    cut_columns = step.first_cut_columns(split, 130)
+    assert cut_columns.tolist() == sorted({0, sparse.CHUNK, 2 * sparse.CHUNK, split, 130})
+    cuts = step.chunk_cuts(indptr, columns, cut_columns, np.arange(40))
+    want = [lo + np.searchsorted(columns[lo:hi], cut_columns)
+            for lo, hi in zip(indptr[:-1], indptr[1:])]
     np.testing.assert_array_equal(cuts, want)
     asked = np.array([6, 3, 6, 39])
-    some = step.row_cuts(indptr, columns, split, asked)
+    some = step.chunk_cuts(indptr, columns, cut_columns, asked)
     np.testing.assert_array_equal(some[asked], cuts[asked])
-    assert not np.delete(some, asked).any()
+    assert not np.delete(some, asked, axis=0).any()
     ws, bs = net(rng, [130, 7, 3], np.float32)
     arguments = (indptr, columns, values, labels(rng, 40, 3), rng.integers(0, 40, (2, 8)), ws, bs,
                  reference.RELU, step.plain_sgd(0.1, ws, bs), np.zeros(2), split)
-    with pytest.raises(ValueError, match="one entry per row of the dataset"):
-        step.team_arguments_csr(*arguments, cuts=cuts[1:])
+    for wrong in (cuts[1:], cuts[:, 1:]):
+        with pytest.raises(ValueError, match="a row per row of the dataset and a column per"):
+            step.team_arguments_csr(*arguments, cuts=wrong)
 
 
 def test_ieee_updates_stay_ieee_when_a_fastmath_step_compiles_them_first(tmp_path):

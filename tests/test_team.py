@@ -20,7 +20,8 @@ needs_helper = pytest.mark.skipif(numba.config.DISABLE_JIT,
 
 def _training_call(seed, sizes, dtype, rows=40, batch=16, steps=25):
     """Arguments of a team_steps_csr call (after rank and sync) on random sparse data, a random
-    activation and update rule (SGD, or a book optimizer, maybe with weight decay)."""
+    activation and update rule (SGD, or a book optimizer, maybe with weight decay): the same
+    ones, in fresh arrays, for the same arguments here."""
     rng = np.random.default_rng(seed)
     weights, biases = net(rng, sizes, dtype)
     update = update_case(rng, weights, biases)
@@ -33,20 +34,8 @@ def _training_call(seed, sizes, dtype, rows=40, batch=16, steps=25):
 
 def _trained(arguments):
     """What a call changed: the weights, biases, the rule's state and the losses, copied."""
-    _, _, _, _, _, _, _, _, weights, biases, _, update, losses, _ = arguments
+    _, _, _, _, _, _, _, weights, biases, _, update, losses, _ = arguments
     return [a.copy() for a in (*weights, *biases, *update[2], *update[3], losses)]
-
-
-def _copy(arguments):
-    """The arguments with fresh copies of everything a call writes (workspace included)."""
-    (work, splits, _, indptr, columns, values, t, batches, weights, biases, activation, update, losses,
-     upto) = arguments
-    rule, hyper, w_state, b_state = update
-    return step.team_arguments_csr(
-        indptr, columns, values, t, batches, tuple(w.copy() for w in weights),
-        tuple(b.copy() for b in biases),
-        activation, (rule, hyper, tuple(s.copy() for s in w_state), tuple(s.copy() for s in b_state)),
-        losses.copy(), int(splits[0]), upto)
 
 
 @needs_helper
@@ -61,7 +50,7 @@ def test_a_team_gives_the_bits_of_one_thread_whoever_computes_which_part(sizes, 
     while seed < 12 or (not helped and seed < 100):   # (on a busy machine the helper may be late)
         seed += 1
         arguments = _training_call(seed, sizes, dtype, steps=200)   # (time for the helper to join)
-        alone = _copy(arguments)
+        alone = _training_call(seed, sizes, dtype, steps=200)
         step.team_steps_csr(0, _sync.alone_sync(), *alone)
         sync = _sync.team_sync()
         started = threading.Event()
@@ -110,7 +99,7 @@ def test_a_helper_that_never_starts_costs_the_team_nothing(monkeypatch):
     parked = halves._Helper()
     monkeypatch.undo()
     arguments = _training_call(0, [30, 9, 4], np.float32)
-    alone = _copy(arguments)
+    alone = _training_call(0, [30, 9, 4], np.float32)
     step.team_steps_csr(0, _sync.alone_sync(), *alone)
     start = time.perf_counter()
     parked.team(step.team_steps_csr, arguments)
