@@ -5,22 +5,24 @@ A batch X (N, D) is kept as its nonzero lists (CSR): row i's nonzeros are ``valu
 
     X @ W + b   : for each row, start a register tile at b and add values[k] * W[columns[k]] for
                   its nonzeros only (W streams in row by row, the sums never leave registers);
-    W += a X^T D: for each nonzero, W[columns[k]] += (a values[k]) D[i] (a row update in place),
-                  or from X's nonzeros regrouped by column (a counting sort), each row of W's
-                  update summed in registers and written once (wide rows: no load and store of
-                  a row of W per nonzero).
+    W += a X^T D: for each nonzero, W[columns[k]] += (a values[k]) D[i] (a row update in place,
+                  chunk by chunk of W's rows), or from X's nonzeros regrouped by column (a
+                  counting sort), each row of W's update summed in registers and written once
+                  (wide rows: no load and store of a row of W per nonzero).
 
 Both do work in proportion to the nonzeros instead of N x D, and run as tiles of explicit SIMD
 (kernels/_simd.py), each row in as few tiles as cover it: at MNIST's density the product takes
 about a third of what a dense BLAS call takes. Compression itself is one vcompress per 64 bytes
 of input with AVX-512, one table lookup and vpermps per 32 bytes with AVX2 (kernels/_simd.py).
 
-The tile loops take each output row's slice of the nonzero lists as ``lo[r]:hi[r]``, so a caller
-can hand them a batch of dataset rows (fit's step reads its batch where the dataset's nonzeros
-lie) or a batch compressed on its own (a hidden layer's output). The public functions (same
-names as their twins in fastbp.reference) are what a layer calls. Offsets into 2-d arrays are
-``row * stride + column``, ``stride`` the row length in elements, so the same loops serve the
-64-byte-padded weight copies of step.py and plain arrays.
+The tile loops take each output row's slice of the nonzero lists as ``lo[r]:hi[r]``, or chunk by
+chunk as a cut table (C + 1, R), row r's chunk c at ``cuts[c, r]:cuts[c + 1, r]`` (_chunked_times,
+_add_outer; ``cut_table(lo, hi)`` is lo/hi as one chunk), so a caller can hand them a batch of
+dataset rows (fit's step reads its batch where the dataset's nonzeros lie) or a batch compressed
+on its own (a hidden layer's output). The public functions (same names as their twins in
+fastbp.reference) are what a layer calls. Offsets into 2-d arrays are ``row * stride + column``,
+``stride`` the row length in elements, so the same loops serve the 64-byte-padded weight copies
+of step.py and plain arrays.
 
 The loops index the lists (and the counting sort its counters) with unsigned integers: Numba
 checks a signed index for wrapping around (a negative one counts from the end), three
