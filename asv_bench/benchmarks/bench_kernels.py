@@ -16,6 +16,8 @@ The import fails (so ``asv check`` fails) when the table and ``fastbp.TWINS`` di
 added without a benchmark is noticed at once, not silently left untimed. Compare the two backends
 of one row as a ratio; absolute times drift on shared machines.
 """
+import functools
+
 from fastbp import TWINS
 
 from . import common
@@ -32,24 +34,19 @@ SHAPES = ["100x50", "100x300", "1000x50"]   # batch x hidden, inputs 784
 
 
 class _KernelGroup:
-    """Base of the generated classes: setup picks the backend's function for each kernel of the
-    group and its (memoised, already warmed) arguments; the time_ methods hold only the call."""
+    """Base of the generated classes: each ``time_<name>`` method carries its own ``setup``
+    (``_timer`` below), which builds that kernel's (memoised) arguments and calls the chosen
+    backend's function once, so the timed calls hold only the call. Only the timed kernel is
+    warmed: every benchmark runs in a process of its own, and on an empty Numba cache warming the
+    whole group there compiled a dozen kernels (four minutes on a busy 2-core VM; CI failed on
+    asv's timeout once)."""
     group = None
-    timeout = 120
     # Each sample is one call after a (memoised, so cheap) setup; take many and keep the median.
     repeat = (10, 100, 1.0)
 
-    def size(self, param):
+    @classmethod
+    def size(cls, param):
         raise NotImplementedError
-
-    def setup(self, backend, dtype, param):
-        n, width = self.size(param)
-        which = BACKENDS.index(backend)  # TWINS[name] is (reference, kernel)
-        self.fn, self.args = {}, {}
-        for name, (group, _) in KERNEL_CASES.items():
-            if group == self.group:
-                self.fn[name] = TWINS[name][which]
-                self.args[name] = common.kernel_args(name, n, width, dtype)
 
 
 class _ByBatch(_KernelGroup):
@@ -58,8 +55,9 @@ class _ByBatch(_KernelGroup):
     params = (BACKENDS, list(DTYPES), BATCHES)
     param_names = ["backend", "dtype", "batch"]
 
-    def size(self, batch):
-        return batch, self.width
+    @classmethod
+    def size(cls, batch):
+        return batch, cls.width
 
 
 class _ByShape(_KernelGroup):
@@ -67,7 +65,8 @@ class _ByShape(_KernelGroup):
     params = (BACKENDS, list(DTYPES), SHAPES)
     param_names = ["backend", "dtype", "shape"]
 
-    def size(self, shape):
+    @classmethod
+    def size(cls, shape):
         return common.parse_shape(shape)
 
 
@@ -97,17 +96,37 @@ class Numerical(_KernelGroup):
     param_names = ["backend", "dtype", "shape"]
     repeat = (1, 3, 30.0)
     number = 1
-    timeout = 300
 
-    def size(self, shape):
+    @classmethod
+    def size(cls, shape):
         return common.parse_shape(shape)
 
 
-def _timer(name):
+@functools.lru_cache(maxsize=None)
+def _prepared(cls, name, backend, dtype, param):
+    """(function, arguments) of kernel ``name`` on ``backend``, called once (JIT compilation or
+    cache loading, never in a timing)."""
+    function = TWINS[name][BACKENDS.index(backend)]   # TWINS[name] is (reference, kernel)
+    arguments = common.kernel_args(name, *cls.size(param), dtype)
+    function(*arguments)
+    return function, arguments
+
+
+_CALLS = {}   # kernel name -> (function, arguments) of this process's benchmark
+
+
+def _timer(cls, name):
+    def setup(backend, dtype, param):
+        # (asv runs a method's own ``setup`` after its class's, given the parameters only, and
+        # again before every sample: _prepared is memoised)
+        _CALLS[name] = _prepared(cls, name, backend, dtype, param)
+
     def timer(self, backend, dtype, param):
-        self.fn[name](*self.args[name])
+        function, arguments = _CALLS[name]
+        function(*arguments)
     timer.__name__ = timer.__qualname__ = f"time_{name}"
     timer.__doc__ = f"fastbp.TWINS[{name!r}] on the chosen backend."
+    timer.setup = setup
     return timer
 
 
@@ -115,4 +134,4 @@ _CLASSES = {cls.group: cls for cls in (Elementwise, SoftmaxCE, Affine, Net, Nume
 for _name, (_group, _) in KERNEL_CASES.items():
     if _group not in _CLASSES:
         raise RuntimeError(f"KERNEL_CASES[{_name!r}]: no benchmark class for group {_group!r}")
-    setattr(_CLASSES[_group], f"time_{_name}", _timer(_name))
+    setattr(_CLASSES[_group], f"time_{_name}", _timer(_CLASSES[_group], _name))

@@ -38,7 +38,6 @@ def _warm_fit(backend, dtype):
 class Fit:
     params = (BACKENDS, NETS)
     param_names = ["backend", "net"]
-    timeout = 300
 
     def setup(self, backend, net):
         _warm_fit(backend, DTYPE)
@@ -99,7 +98,6 @@ class FitThreads:
     are the same; the time is what the helper buys."""
     params = ([1, 2], NETS)
     param_names = ["threads", "net"]
-    timeout = 300
 
     def setup(self, threads, net):
         _warm_fit("kernels", DTYPE)
@@ -117,8 +115,6 @@ class FitThreads:
 
 
 class Import:
-    timeout = 120
-
     def timeraw_import_numba(self):
         """Baseline: importing Numba alone; import fastbp minus this is fastbp's own import."""
         return "import numba"
@@ -133,8 +129,6 @@ def _run_first_fit_once():
 
 
 class FirstFit:
-    timeout = 300
-
     def setup(self):
         # Run the benchmark's own code once here: fills Numba's on-disk cache for its signatures.
         _run_first_fit_once()

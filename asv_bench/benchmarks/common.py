@@ -4,8 +4,9 @@ Everything here is deterministic (fixed seeds) so two commits are timed on ident
 Data are MNIST-shaped: 784 inputs, 10 classes, pixel values in [0, 1] with about 81% exact zeros
 (MNIST's share), in float32 or float64.
 
-Builders are memoised per process: asv re-runs ``setup`` before every timed sample, and with the
-memo that costs a dict look-up instead of regenerating the arrays and re-warming the JIT.
+The data builders are memoised per process: asv re-runs ``setup`` before every timed sample, and
+with the memo that costs a dict look-up instead of regenerating the arrays (bench_kernels.py
+memoises each kernel's arguments and warm-up call the same way).
 
 Nothing here is named ``time_*``/``track_*``/``peakmem_*``/``timeraw_*``: asv would run it.
 """
@@ -218,17 +219,13 @@ def _seed(name):
     return sum(map(ord, name))  # stable across processes, unlike hash()
 
 
-@functools.lru_cache(maxsize=None)
 def kernel_args(name, n, h, dtype):
-    """Seeded arguments of kernel ``name``, after one call of both twins on them (JIT warm-up).
+    """Seeded arguments of kernel ``name``: the same for both backends (the seed is the name's).
 
-    Shared by both backends. sgd_steps and the optimizer updates write into their arguments (the
-    weights keep training from call to call, which does not change the work per call).
+    sgd_steps and the optimizer updates write into their arguments (the weights keep training
+    from call to call, which does not change the work per call).
     """
-    args = KERNEL_CASES[name][1](rng(_seed(name)), n, h, dtype)
-    for fn in fastbp.TWINS[name]:
-        fn(*args)
-    return args
+    return KERNEL_CASES[name][1](rng(_seed(name)), n, h, dtype)
 
 
 def switch_backend(name):
