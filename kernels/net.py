@@ -24,8 +24,8 @@ from ._config import jit
 from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term, softmax_cross_entropy,
                          softmax_cross_entropy_backward)
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
-from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _copy_rows,
-                   _first_from, _gemm, _mean_in_order, _times, _transpose_into)
+from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _argmax_rows_into,
+                   _copy_rows, _first_from, _gemm, _mean_in_order, _times, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
 # than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
@@ -696,10 +696,5 @@ def net_labels(x, weights, biases, activation):
         for layer in range(1, last + 1):
             c, v, l, e = _input_csr(h)
             h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
-        for i in range(h.shape[0]):
-            best = 0
-            for j in range(1, h.shape[1]):
-                if h[i, j] > h[i, best]:
-                    best = j
-            labels[start + i] = best
+        _argmax_rows_into(h, labels, start)
     return labels

@@ -118,6 +118,17 @@ def _affine_into(h, W, b, out):
 
 
 @jit
+def _argmax_rows_into(h, labels, start):
+    """labels[start + i] = argmax_c h[i, c] for every row i of h (the first of equal maxima)."""
+    for i in range(h.shape[0]):
+        best = 0
+        for j in range(1, h.shape[1]):
+            if h[i, j] > h[i, best]:
+                best = j
+        labels[start + i] = best
+
+
+@jit
 def predict_labels(x, weights, biases, activation):
     """argmax_c of the net's scores for each row of x (N, D) -> (N,) int64."""
     n = x.shape[0]
@@ -132,12 +143,7 @@ def predict_labels(x, weights, biases, activation):
             if layer < last:
                 _activate(out, activation)
             h = out
-        for i in range(h.shape[0]):
-            best = 0
-            for j in range(1, h.shape[1]):
-                if h[i, j] > h[i, best]:
-                    best = j
-            labels[start + i] = best
+        _argmax_rows_into(h, labels, start)
     return labels
 
 
@@ -772,10 +778,5 @@ def predict_labels_csr(indptr, columns, values, weights, biases, activation):
                 ptr, cols, vals = sparse.compress_rows(out)
                 lo, hi = ptr[:-1], ptr[1:]
             h = out
-        for i in range(h.shape[0]):
-            best = 0
-            for j in range(1, h.shape[1]):
-                if h[i, j] > h[i, best]:
-                    best = j
-            labels[start + i] = best
+        _argmax_rows_into(h, labels, start)
     return labels
