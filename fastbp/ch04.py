@@ -54,9 +54,14 @@ class TwoLayerNet(_Net):
         """Softmax probabilities y (N, C)."""
         return softmax(self._run(x))
 
+    _book_loss = True   # (the compiled calls report the book's loss too, as ``loss`` does)
+
     def loss(self, x, t):
-        """The book's cross_entropy_error(predict(x), t): -mean_n log(y[n, t_n] + 1e-7)."""
-        return cross_entropy_error(self.predict(x), t)
+        """The book's cross_entropy_error(predict(x), t): -mean_n log(y[n, t_n] + 1e-7), by one
+        compiled call (the forward pass and softmax, kernels/net.py) where it takes x and t, as
+        ``gradient`` does; else by the layers, which refuse bad input."""
+        compiled = self._compiled_loss(x, t, gradient=False)
+        return cross_entropy_error(self.predict(x), t) if compiled is None else compiled[0]
 
     def numerical_gradient(self, x, t):
         loss_W = lambda W: self.loss(x, t)  # noqa: E731 - the book's idiom

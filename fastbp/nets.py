@@ -125,6 +125,7 @@ class _Net:
     """What the nets share: everything but building the layers."""
 
     weight_decay_lambda = 0  # L2 weight decay strength (MultiLayerNet's argument; 0: none)
+    _book_loss = False       # report the book's log(y + 1e-7) loss whatever get_loss() says (ch04's net)
     _warned = False          # set when the net has reported NaN/Inf from training (once)
 
     def _get_last_layer(self):
@@ -244,7 +245,7 @@ class _Net:
             (loss, y, outputs, nonfinite), dWs, dbs = plan.run_team(labels, gradient=False), None, None
         if nonfinite:
             return None
-        if get_loss() == "book":
+        if self._book_loss or get_loss() == "book":
             loss = _cross_entropy_of_rows(y, labels)
         self._took(plan, outputs, dWs, dbs)
         self._last_layer._ran(loss, y, t, labels, plan.single)

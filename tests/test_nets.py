@@ -371,6 +371,35 @@ def test_chapter_4_net_is_the_books_sigmoid_net():
     np.testing.assert_allclose(net.predict(x), 0.2)
 
 
+
+@pytest.mark.parametrize("rows", [12, 100])   # (one thread; a team: nets.TEAM_ROWS)
+def test_chapter_4_net_loss_is_a_compiled_call_of_the_books_loss(monkeypatch, rows):
+    """ch04's loss runs as the nets' one compiled call, as its gradient does (through the layers
+    it took 1.5-2x as long, and its loop was slower than the book's), and reports the book's
+    log(y + 1e-7) whichever loss fastbp is set to; bad labels still get the book's error."""
+    from fastbp import kernels, nets
+    from fastbp.ch04 import TwoLayerNet as Ch4Net
+    calls = []
+    kernel, team = kernels.net_loss, nets._team_call
+    monkeypatch.setattr(kernels, "net_loss", lambda *a: (calls.append("one thread"), kernel(*a))[1])
+    monkeypatch.setattr(nets, "_team_call", lambda *a: (calls.append("team"), team(*a))[1])
+    rng = np.random.default_rng(4)
+    x = (rng.random((rows, 20)) * (rng.random((rows, 20)) < 0.3)).astype(np.float32)
+    t = rng.integers(0, 3, rows)
+    np.random.seed(3)
+    net = Ch4Net(20, 6, 3, weight_init_std=1.0)
+    net.params["W2"][:] *= 8   # confident, some wrong: the 1e-7 shows in the loss
+    for setting in ("exact", "book"):
+        with fastbp.use_loss(setting):
+            y = net.predict(x)   # (the layers, one by one)
+            book = -np.mean(np.log(y[np.arange(rows), t] + 1e-7))
+            assert abs(book + np.mean(np.log(y[np.arange(rows), t]))) > 1e-9   # (the two differ)
+            assert net.loss(x, t) == pytest.approx(book, rel=1e-12)
+            assert net.loss(x, np.eye(3)[t]) == pytest.approx(book, rel=1e-12)
+    assert calls == ["one thread" if rows < nets.TEAM_ROWS else "team"] * 4, calls
+    with pytest.raises(ValueError, match="cross_entropy_error"):
+        net.loss(x, np.full(rows, 3))
+
 # --- the compiled whole-net calls against the layers one by one ----------------------------------
 
 def _layer_state(net):
