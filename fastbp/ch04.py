@@ -27,6 +27,8 @@ KEYS = ("W1", "b1", "W2", "b2")
 class TwoLayerNet(_Net):
     """input -> affine -> sigmoid -> affine -> softmax, the book's ch04 ``TwoLayerNet``."""
 
+    _book_loss = True   # its compiled calls report the book's loss, as ``loss`` does
+
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, dtype=np.float64):
         _sizes(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
         std = _checks.positive_float("weight_init_std", weight_init_std)
@@ -53,8 +55,6 @@ class TwoLayerNet(_Net):
     def predict(self, x):
         """Softmax probabilities y (N, C)."""
         return softmax(self._run(x))
-
-    _book_loss = True   # (the compiled calls report the book's loss too, as ``loss`` does)
 
     def loss(self, x, t):
         """The book's cross_entropy_error(predict(x), t): -mean_n log(y[n, t_n] + 1e-7), by one

@@ -371,7 +371,6 @@ def test_chapter_4_net_is_the_books_sigmoid_net():
     np.testing.assert_allclose(net.predict(x), 0.2)
 
 
-
 @pytest.mark.parametrize("rows", [12, 100])   # (one thread; a team: nets.TEAM_ROWS)
 def test_chapter_4_net_loss_is_a_compiled_call_of_the_books_loss(monkeypatch, rows):
     """ch04's loss runs as the nets' one compiled call, as its gradient does (through the layers
@@ -399,6 +398,7 @@ def test_chapter_4_net_loss_is_a_compiled_call_of_the_books_loss(monkeypatch, ro
     assert calls == ["one thread" if rows < nets.TEAM_ROWS else "team"] * 4, calls
     with pytest.raises(ValueError, match="cross_entropy_error"):
         net.loss(x, np.full(rows, 3))
+
 
 # --- the compiled whole-net calls against the layers one by one ----------------------------------
 
