@@ -229,11 +229,33 @@ def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
 
 
 @jit
+def _dense_layer_into(h, W, b, last, activation, out):
+    """_layer_into for a narrow layer (sparse._reads_dense), reading its input h (N, D) as it is."""
+    sparse._dense_times(h, 0, h.shape[1], W, W.shape[1], b, out)
+    if not last:
+        _activate(out, activation)
+
+
+@jit
+def _hidden_layer(h, W, b, last, activation):
+    """-> (the output of a layer whose input is the hidden layer output h (N, D) C-contiguous, the
+    nonzero lists of h it read (columns, values, lo, hi)): a narrow layer (sparse._reads_dense)
+    reads h as it is, and its lists are empty."""
+    if sparse._reads_dense(W.shape[1], W.itemsize):
+        out = np.empty((h.shape[0], W.shape[1]), W.dtype)
+        _dense_layer_into(h, W, b, last, activation, out)
+        none = np.empty(0, np.int64)
+        return out, (np.empty(0, np.int32), np.empty(0, h.dtype), none, none)
+    columns, values, lo, hi = _input_csr(h)
+    return _layer(lo, hi, columns, values, W, b, last, activation), (columns, values, lo, hi)
+
+
+@jit
 def _forward(x, weights, biases, activation, dense_ok):
     """-> ([h1, ..., scores], the first layer's input (its chunked lists, and x in the weights'
     dtype when the product went to BLAS (see DENSE_SHARE; only if ``dense_ok``), else an empty
-    array), the hidden layers' input lists, how many entries of x are not finite). x (N, D)
-    C-contiguous."""
+    array), the hidden layers' input lists (empty where a layer read its input densely:
+    _hidden_layer), how many entries of x are not finite). x (N, D) C-contiguous."""
     last = len(weights) - 1
     W = weights[0]
     columns, values, tables, nonfinite, dense = _first_csr(x, DENSE_SHARE if dense_ok else 1.0)
@@ -253,10 +275,10 @@ def _forward(x, weights, biases, activation, dense_ok):
     hidden = [(np.empty(0, np.int32), np.empty(0, weights[0].dtype), none, none)]
     hidden.pop()  # (typed by a dummy first element: a net without hidden layers has none)
     for layer in range(1, last + 1):
-        columns, values, lo, hi = _input_csr(outputs[layer - 1])
-        hidden.append((columns, values, lo, hi))
-        outputs.append(_layer(lo, hi, columns, values, weights[layer], biases[layer], layer == last,
-                              activation))
+        out, lists = _hidden_layer(outputs[layer - 1], weights[layer], biases[layer], layer == last,
+                                   activation)
+        hidden.append(lists)
+        outputs.append(out)
     return outputs, first, hidden, nonfinite
 
 
@@ -318,9 +340,12 @@ def net_gradient(x, t, weights, biases, activation):
                                            rows, vals, dW)
             dWs.append(dW)
         else:
-            columns, values, lo, hi = hidden[layer - 1]
             sums = _aligned_rows(below, width, W)
-            _add_outer(sparse.cut_table(lo, hi), columns, values, d, sums, width, 1.0)
+            if sparse._reads_dense(width, W.itemsize):
+                sparse._dense_add_outer(outputs[layer - 1], 0, below, d, sums, sums.shape[1], 1.0)
+            else:
+                columns, values, lo, hi = hidden[layer - 1]
+                _add_outer(sparse.cut_table(lo, hi), columns, values, d, sums, width, 1.0)
             dWs.append(_copied_out(sums, W))
         db = np.zeros(width, y.dtype)
         sparse._column_sums_into(d, n, width, width, db, 1.0)
@@ -492,6 +517,11 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
     last = len(weights) - 1
     _join_halves(outputs[0], first_layer[3], a, b, last == 0, activation)
     for layer in range(1, last + 1):
+        W = weights[layer]
+        if sparse._reads_dense(W.shape[1], W.itemsize):
+            _dense_layer_into(outputs[layer - 1][a:b], W, biases[layer], layer == last, activation,
+                              outputs[layer][a:b])
+            continue
         columns, values, lo, hi = inputs[layer]
         sparse._compress_rows_into(outputs[layer - 1], a, b, columns, values, lo, hi)
         _layer_into(lo[a:b], hi[a:b], columns, values, weights[layer], biases[layer], layer == last,
@@ -519,7 +549,7 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
 
 
 @jit
-def _team_weights(work, part, x, weights, dWs, dbs):
+def _team_weights(work, part, x, weights, outputs, dWs, dbs):
     """The WEIGHTS stage's part ``part`` (see above)."""
     _, facts, first_layer, blocks, inputs, grads, _, _, sums, bounds, _, _, _ = work
     n = x.shape[0]
@@ -538,7 +568,10 @@ def _team_weights(work, part, x, weights, dWs, dbs):
         p0, p1 = (0, split) if part == 0 else (split, below)
         acc = sums[layer]   # (summed in padded rows, then handed over as plain ones)
         acc[p0:p1] = 0
-        _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
+        if sparse._reads_dense(width, acc.itemsize):
+            sparse._dense_add_outer(outputs[layer - 1], p0, p1, grads[layer], acc, acc.shape[1], 1.0)
+        else:
+            _add_outer_part(inputs[layer], split, part, bounds[part], grads[layer], acc, width)
         _copy_rows(acc, p0, p1, dW)
     if part == 0:
         for layer in range(len(weights)):
@@ -589,7 +622,7 @@ def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, o
     if gradient:
         for part in range(2):
             if _sync.team_part(sync, rank, WEIGHTS, part):
-                _team_weights(work, part, x, weights, dWs, dbs)
+                _team_weights(work, part, x, weights, outputs, dWs, dbs)
                 _sync.team_part_done(sync, rank, WEIGHTS)
         _sync.team_stage_done(sync, rank, WEIGHTS)
     if rank != 0:
@@ -627,8 +660,7 @@ def _shifted_loss(first, weights, biases, activation, t, relu_off, book):
             for i in range(h.shape[0]):
                 for j in range(h.shape[1]):
                     flipped = flipped or (h[i, j] <= 0) != off[i, j]
-        c, v, l, e = _input_csr(h)
-        h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
+        h, _ = _hidden_layer(h, weights[layer], biases[layer], layer == last, activation)
     return _mean_loss(h, t, book), flipped
 
 
@@ -694,7 +726,6 @@ def net_labels(x, weights, biases, activation):
         columns, values, tables, _, _ = _first_csr(rows)
         h = _first_layer(tables, columns, values, weights[0], biases[0], last == 0, activation)
         for layer in range(1, last + 1):
-            c, v, l, e = _input_csr(h)
-            h = _layer(l, e, c, v, weights[layer], biases[layer], layer == last, activation)
+            h, _ = _hidden_layer(h, weights[layer], biases[layer], layer == last, activation)
         _argmax_rows_into(h, labels, start)
     return labels

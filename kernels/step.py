@@ -516,10 +516,11 @@ def _dataset_chunks(cuts, rows, part, table):
 
 
 @jit
-def _forward_part(work, layer, part, cuts, columns, values, rows, biases):
+def _forward_part(work, layer, part, splits, cuts, columns, values, rows, biases):
     """Part ``part`` of layer ``layer``'s output: the sums over its inputs below the layer's
     split plus the bias (part 0, into the outputs) or over the rest (part 1, into the partial
-    sums), so each thread reads only its own rows of W (they stay in its core's cache).
+    sums), so each thread reads only its own rows of W (they stay in its core's cache). A
+    narrow layer (sparse._reads_dense) reads the layer below's outputs as they are.
 
     Row by row, the first layer too, whose weight update goes chunk by chunk: the batch's rows
     of the dataset are in no cache yet, and the row loop asks for the next rows' lists as it
@@ -530,6 +531,11 @@ def _forward_part(work, layer, part, cuts, columns, values, rows, biases):
     W, _, _, act, _, cols, vals, bounds, partial = work[0][layer]
     out, b = (act, biases[layer]) if part == 0 else (partial, biases[layer][:0])
     lo, hi = bounds[2 * part], bounds[2 * part + 1]
+    if layer > 0 and sparse._reads_dense(out.shape[1], W.itemsize):
+        below = work[0][layer - 1][3]
+        k0, k1 = (0, splits[layer]) if part == 0 else (splits[layer], below.shape[1])
+        sparse._dense_times(below, k0, k1, W, W.shape[1], b, out)
+        return
     if layer == 0:
         table = work[2][9][part]
         _dataset_chunks(cuts, rows, part, table)
@@ -540,7 +546,8 @@ def _forward_part(work, layer, part, cuts, columns, values, rows, biases):
 @jit
 def _finish_rows(work, layer, a, b, splits, activation):
     """Rows a:b of layer ``layer``'s outputs: the two parts' sums added, then the activation (not
-    on the last layer); and for a hidden layer, those rows as the next layer's input lists."""
+    on the last layer); and for a hidden layer, those rows as the next layer's input lists
+    (unless it reads them densely: sparse._reads_dense)."""
     layers = work[0]
     act, partial = layers[layer][3], layers[layer][8]
     last = len(layers) - 1
@@ -553,6 +560,8 @@ def _finish_rows(work, layer, a, b, splits, activation):
         return
     if activation != RELU:
         _activate(act[a:b], activation)
+    if sparse._reads_dense(layers[layer + 1][3].shape[1], act.itemsize):
+        return   # (the next layer reads these rows as they are)
     cols, vals, bounds = layers[layer + 1][5], layers[layer + 1][6], layers[layer + 1][7]
     sparse._compress_rows_into(act, a, b, cols, vals, bounds[0], bounds[3])
     for r in range(a, b):
@@ -607,7 +616,11 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
     fused = rule == SGD and hyper[WEIGHT_DECAY] == 0   # W -= lr x.T @ d, no dW
     target, scale = (W, -hyper[LR]) if fused else (g, 1.0)
     cuts = first_tables[part] if layer == 0 else bounds[2 * part:2 * part + 2]
-    if _regroups(width, W.itemsize):   # x.T @ d's rows summed once each
+    if layer > 0 and sparse._reads_dense(width, W.itemsize):   # x dense (see _forward_part)
+        if not fused:
+            g[p0:p1] = 0
+        sparse._dense_add_outer(layers[layer - 1][3], p0, p1, d, target, target.shape[1], scale)
+    elif _regroups(width, W.itemsize):   # x.T @ d's rows summed once each
         starts, rows, column_values, padded = regrouped[part]
         starts = starts[:p1 - p0 + 2]
         sparse._column_lists(cuts[0], cuts[cuts.shape[0] - 1], cols, vals, p0, p1, starts, rows,
@@ -670,7 +683,7 @@ def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, 
                 stage += 1
                 for part in range(2):
                     if _sync.team_part(sync, rank, stage, part):
-                        _forward_part(work, layer, part, cuts, columns, values, rows, biases)
+                        _forward_part(work, layer, part, splits, cuts, columns, values, rows, biases)
                         _sync.team_part_done(sync, rank, stage)
                 _sync.team_stage_done(sync, rank, stage)
                 stage += 1

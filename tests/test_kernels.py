@@ -828,6 +828,55 @@ def test_sgd_steps_csr_cut_anywhere_equals_the_dense_step(split, dtype):
     _csr_steps_against_dense(x, t, ws, bs, batches, reference.RELU, dtype, cut_at_split)
 
 
+@pytest.mark.parametrize("dtype,h", [(np.float32, h) for h in (1, 5, 10, 16, 17, 32)]
+                         + [(np.float64, h) for h in (1, 5, 10, 16)])
+def test_a_narrow_layer_reads_its_input_densely_with_the_lists_numbers(h, dtype):
+    """A layer whose row of W fits one tile (sparse._reads_dense: 10 class scores) reads a hidden
+    layer's output as it is: X @ W + b and W += a X^T D over a range of X's columns (a thread's
+    part), the same numbers as from X's nonzero lists, from plain and from padded rows of W
+    (whose padding stays as it was), and no row of W outside the range touched."""
+    from fastbp.kernels import sparse
+    assert sparse._reads_dense(h, np.dtype(dtype).itemsize)   # (up to 128 bytes)
+    assert not sparse._reads_dense(h + 17, 8) and not sparse._reads_dense(50, np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(h)
+    n, d = 9, 50
+    x = sparse_rows(rng, n, d, dtype, zeros=0.5)
+    x[2] = 0
+    W, b = rng.standard_normal((d, h)).astype(dtype), rng.standard_normal(h).astype(dtype)
+    D = rng.standard_normal((n, h)).astype(dtype)
+    indptr, columns, values = kernels.compress_rows(x)
+    lo, hi = indptr[:-1], indptr[1:]
+    padded = np.full((d, h + 24), np.nan, dtype)
+    padded[:, :h] = W
+    for bias in (b, b[:0]):
+        want = np.empty((n, h), dtype)
+        sparse._rows_times(lo, hi, columns, values, W, h, bias, h, want, h, sparse.STORE, want)
+        for weights, stride in ((W, h), (padded, h + 24)):
+            got = np.full((n, h), np.nan, dtype)
+            sparse._dense_times(x, 0, d, weights, stride, bias, got)
+            np.testing.assert_array_equal(got, want)
+    part = np.full((n, h), np.nan, dtype)   # (two threads' parts: the columns below 20, the rest)
+    sparse._dense_times(x, 20, d, W, h, b[:0], part)
+    np.testing.assert_allclose(part, x[:, 20:].astype(np.float64) @ W[20:], rtol=1e-4, atol=1e-4)
+    for rows in (1, 2, 3, 6):   # (blocks of 4 rows of x, and what is left)
+        got = np.full((rows, h), np.nan, dtype)
+        sparse._dense_times(x[-rows:], 0, d, W, h, b[:0], got)   # (want: the last, no bias)
+        np.testing.assert_array_equal(got, want[-rows:])
+    want = np.zeros((d, h), dtype)
+    sparse._add_outer(sparse.cut_table(lo, hi), columns, values, D, h, want, h, h, -0.5)
+    for k0, k1 in ((0, d), (7, 30), (3, 5)):   # (blocks of 4 rows of W, and what is left)
+        got = np.zeros((d, h), dtype)
+        sparse._dense_add_outer(x, k0, k1, D, got, h, -0.5)
+        np.testing.assert_array_equal(got[k0:k1], want[k0:k1])
+        assert not got[:k0].any() and not got[k1:].any()
+        wide = np.full((d, h + 24), 7.0, dtype)
+        wide[:, :h] = 0
+        sparse._dense_add_outer(x, k0, k1, D, wide, h + 24, -0.5)
+        np.testing.assert_array_equal(wide[:, :h], got)
+        assert (wide[:, h:] == 7.0).all()   # (the padding gets + 0)
+    assert np.allclose(want, -0.5 * x.T.astype(np.float64) @ D, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("split", [0, 1, 63, 64, 65, 129, 130])
 def test_chunk_cuts_find_where_each_rows_list_reaches_each_cut(split):
     """first_cut_columns: every CHUNK-th column, the split and the width, once each, increasing;
