@@ -711,10 +711,11 @@ def _column_outer(starts, rows, vals, D, W, width, p0, scale, add):
 # float32, 80 at float64) reads a hidden layer's output as it is, zeros and all (_dense_times,
 # _dense_add_outer), instead of from its nonzero lists: a tile's multiply-add per input costs
 # less than making the lists and walking them. Measured on a 2-core Zen 5, one thread, 100 rows
-# with half their inputs zero, h @ W + b, us: 50 -> 10 float64 3.6 dense against 15.9 from
-# lists (7.1 of them making the lists; NumPy's BLAS 5.8), float32 3.7 against 14.8, 128 -> 10
-# float32 10.9 against 18.5. The additions of the nonzeros are the same, in the same order; a
-# zero input adds 0 (0 x w: the same number unless w is not finite).
+# with half their inputs zero, h @ W + b, us: 50 -> 10 float64 2.0 dense against 15.9 from
+# lists (7.1 of them making the lists; NumPy's BLAS 5.8), float32 2.1 against 14.8, 128 -> 10
+# float32 3.8 against 18.5 (one row at a time, the dense loops took 3.6, 3.7 and 10.9: each
+# multiply-add waited on the one before). The additions of the nonzeros are the same, in the
+# same order; a zero input adds 0 (0 x w: the same number unless w is not finite).
 DENSE_INPUT_UP_TO = 128
 
 
