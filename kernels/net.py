@@ -13,8 +13,9 @@ call in two vector passes that also count the entries that are not finite (``non
 the caller to refuse such input); when more than DENSE_SHARE of x is nonzero, its products are
 BLAS calls instead (on x's columns converted to the weights' dtype). Its output is the sum of
 two halves' sums, over x's columns below a cut and from it (_first_layer_into), so that two
-threads can compute them apart (net_team). The hidden layers
-read their inputs' nonzero lists (ReLU leaves about half of them zero).
+threads can compute them apart (net_team). The layers above it
+read their inputs' nonzero lists (ReLU leaves about half of them zero), but for a narrow layer
+(the 10 class scores), which reads its input as it is (sparse._reads_dense).
 """
 import numpy as np
 
