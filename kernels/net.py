@@ -422,8 +422,9 @@ def team_workspace(x, weights):
     cache lines (Fashion-MNIST, a half's product on a 2-core Zen 4: 69 -> 58 us, the copy 3), x's
     two column halves in the weights' dtype (for BLAS: each half C-contiguous, as BLAS read a
     column block of x in place 14 % slower), then per layer (its input's nonzero lists (none for
-    the first), its output gradient (N, width), its W.T (64-byte padded rows; none for the
-    first), the output gradient's nonzero lists), per layer dW's sums (D, H in 64-byte padded
+    the first, or for a narrow layer: sparse._reads_dense), its output gradient (N, width), its
+    W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists), per
+    layer dW's sums (D, H in 64-byte padded
     rows: _add_outer's rows; see step._aligned_rows; none for the first), each part's bounds (2,
     2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
     n = x.shape[0]
@@ -442,7 +443,8 @@ def team_workspace(x, weights):
     first_layer = (np.empty(n * first, np.int32), np.empty(n * first, x.dtype),
                    (np.empty((cut + 1, n), np.int64), np.empty((whole - cut + 1, n), np.int64)),
                    np.empty((n, width), dtype), by_column, _aligned_rows(first, width, weights[0]))
-    inputs = tuple(lists(0 if layer == 0 else n * W.shape[0], dtype) for layer, W in enumerate(weights))
+    inputs = tuple(lists(0 if layer == 0 or sparse._reads_dense(W.shape[1], W.itemsize)
+                         else n * W.shape[0], dtype) for layer, W in enumerate(weights))
     grads = tuple(np.empty((n, W.shape[1]), dtype) for W in weights)
     transposes = tuple(_aligned_rows(0 if layer == 0 else W.shape[1], W.shape[0], W)
                        for layer, W in enumerate(weights))

@@ -413,7 +413,8 @@ def csr_workspace(values, weights, w_state, size, fused, cut_columns, split):
     """What team_steps_csr computes in, made once per call and shared by the two threads of a
     team: (per layer: (padded W, padded dW (no rows if ``fused``), padded W.T, outputs, output
     gradients, its input's nonzero lists (columns, values; none for the first layer, which reads
-    the dataset's), ``bounds`` (4, N): row r's nonzeros below the layer's split are
+    the dataset's, or for a narrow one, which reads its input as it is: sparse._reads_dense),
+    ``bounds`` (4, N): row r's nonzeros below the layer's split are
     bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r] (none for the first layer), and
     the part-1 partial sums (N, width)), the rule's state padded (slot-major, as w_state), (db,
     the nonzero lists of an output gradient (columns, values, lo, hi), softmax scratch maxes,
@@ -427,7 +428,7 @@ def csr_workspace(values, weights, w_state, size, fused, cut_columns, split):
     layers = []
     for layer, W in enumerate(weights):
         below, width = W.shape
-        inputs = 0 if layer == 0 else size * below
+        inputs = 0 if layer == 0 or sparse._reads_dense(width, values.itemsize) else size * below
         layers.append((_aligned_rows(below, width, values),
                        _aligned_rows(0 if fused else below, width, values),
                        _aligned_rows(width, below, values),
