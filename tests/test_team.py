@@ -292,19 +292,31 @@ def test_a_nets_team_computes_net_gradient_and_net_loss(sizes, dtype, gradient):
 def test_a_nets_team_gives_the_bits_of_one_thread_whoever_computes_which_part(sizes, zeros):
     """Rank 0 here and rank 1 on another thread, racing for every stage's second part, many
     times: always the outputs and gradients of the caller alone (dense batches too), and the
-    helper did compute parts."""
+    helper did compute parts. The call is handed over as fastbp/halves.py does: the caller's
+    compiled code posts it (flag[0] = POSTED) and the helper, spinning on the flag, claims it
+    or finds it taken back. (2,000 rows: a call of 100 took tens of microseconds, over before
+    the helper's own call had unpacked its arguments, and on a 2-core Zen 5 the helper then
+    computed no part in 200 tries.)"""
     from fastbp.kernels import net as net_kernels
+    from fastbp.kernels._sync import DONE, IDLE, POSTED, RUNNING
     helped = seed = 0
     unposted = (np.zeros(1, np.int64), 0)
     while seed < 12 or (not helped and seed < 200):
         seed += 1
-        arguments = _net_team_call(seed, sizes, np.float64, zeros, rows=100)
+        arguments = _net_team_call(seed, sizes, np.float64, zeros, rows=2000)
         alone = _results(arguments, net_kernels.net_team(0, _sync.alone_sync(), *unposted, *arguments))
-        arguments = (arguments[0], *_net_team_call(seed, sizes, np.float64, zeros, rows=100)[1:])
-        sync = _sync.team_sync()
-        helper = threading.Thread(target=net_kernels.net_team, args=(1, sync, *unposted, *arguments))
+        arguments = (arguments[0], *_net_team_call(seed, sizes, np.float64, zeros, rows=2000)[1:])
+        sync, flag = _sync.team_sync(), np.zeros(8, np.int64)
+
+        def helper_thread():
+            while (seen := _sync.wait_for(flag, POSTED, 1 << 14)) == IDLE:
+                pass
+            if seen == POSTED and _sync.claim(flag, POSTED, RUNNING):   # (else taken back)
+                net_kernels.net_team(1, sync, flag, POSTED, *arguments)
+                _sync.publish(flag, DONE)
+        helper = threading.Thread(target=helper_thread, daemon=True)   # (never holds up the exit)
         helper.start()
-        caller = net_kernels.net_team(0, sync, *unposted, *arguments)
+        caller = net_kernels.net_team(0, sync, flag, POSTED, *arguments)
         helper.join(30)
         assert not helper.is_alive()
         helped += sync[_sync.HELPED]
