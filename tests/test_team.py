@@ -294,9 +294,9 @@ def test_a_nets_team_gives_the_bits_of_one_thread_whoever_computes_which_part(si
     times: always the outputs and gradients of the caller alone (dense batches too), and the
     helper did compute parts. The call is handed over as fastbp/halves.py does: the caller's
     compiled code posts it (flag[0] = POSTED) and the helper, spinning on the flag, claims it
-    or finds it taken back. (2,000 rows: a call of 100 took tens of microseconds, over before
-    the helper's own call had unpacked its arguments, and on a 2-core Zen 5 the helper then
-    computed no part in 200 tries.)"""
+    or finds it taken back. (2,000 rows: a call of 100 takes tens of microseconds, often over
+    before the helper's own call has unpacked its arguments; with the other core busy, the
+    helper then computed no part in 200 tries.)"""
     from fastbp.kernels import net as net_kernels
     from fastbp.kernels._sync import DONE, IDLE, POSTED, RUNNING
     helped = seed = 0
