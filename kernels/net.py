@@ -424,9 +424,9 @@ def team_workspace(x, weights):
     column block of x in place 14 % slower), then per layer (its input's nonzero lists (none for
     the first, or for a narrow layer: sparse._reads_dense), its output gradient (N, width), its
     W.T (64-byte padded rows; none for the first), the output gradient's nonzero lists), per
-    layer dW's sums (D, H in 64-byte padded
-    rows: _add_outer's rows; see step._aligned_rows; none for the first), each part's bounds (2,
-    2, N), and the softmax's maxes, logsums and the rows' losses (N,))."""
+    layer dW's sums (D, H in 64-byte padded rows: _add_outer's rows; see step._aligned_rows; none
+    for the first), each part's bounds (2, 2, N), and the softmax's maxes, logsums and the rows'
+    losses (N,))."""
     n = x.shape[0]
     dtype = weights[0].dtype
 
