@@ -774,12 +774,10 @@ def _dense_add_outer_tile(zero, x, k0, k1, D, W, w_stride, width, scale):
     for k in range(k0, k1, 4):
         j1, j2, j3 = min(k + 1, last), min(k + 2, last), min(k + 3, last)
         at0, at1, at2, at3 = k * w_stride, j1 * w_stride, j2 * w_stride, j3 * w_stride
-        if whole:
-            a0, a1 = simd.load_full(zero, W, at0), simd.load_full(zero, W, at1)
-            a2, a3 = simd.load_full(zero, W, at2), simd.load_full(zero, W, at3)
-        else:
-            a0, a1 = simd.load(zero, W, at0, width), simd.load(zero, W, at1, width)
-            a2, a3 = simd.load(zero, W, at2, width), simd.load(zero, W, at3, width)
+        a0 = simd.load_full(zero, W, at0) if whole else simd.load(zero, W, at0, width)
+        a1 = simd.load_full(zero, W, at1) if whole else simd.load(zero, W, at1, width)
+        a2 = simd.load_full(zero, W, at2) if whole else simd.load(zero, W, at2, width)
+        a3 = simd.load_full(zero, W, at3) if whole else simd.load(zero, W, at3, width)
         for r in range(rows):
             g = simd.mul(simd.load(zero, D, r * width, width), simd.splat(zero, scale))
             a0 = simd.fma(simd.splat(zero, x[r, k]), g, a0)

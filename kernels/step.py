@@ -531,12 +531,12 @@ def _forward_part(work, layer, part, splits, cuts, columns, values, rows, biases
     lists in cache)."""
     W, _, _, act, _, cols, vals, bounds, partial = work[0][layer]
     out, b = (act, biases[layer]) if part == 0 else (partial, biases[layer][:0])
-    lo, hi = bounds[2 * part], bounds[2 * part + 1]
     if layer > 0 and sparse._reads_dense(out.shape[1], W.itemsize):
         below = work[0][layer - 1][3]
         k0, k1 = (0, splits[layer]) if part == 0 else (splits[layer], below.shape[1])
         sparse._dense_times(below, k0, k1, W, W.shape[1], b, out)
         return
+    lo, hi = bounds[2 * part], bounds[2 * part + 1]
     if layer == 0:
         table = work[2][9][part]
         _dataset_chunks(cuts, rows, part, table)
