@@ -309,7 +309,8 @@ def test_a_nets_team_gives_the_bits_of_one_thread_whoever_computes_which_part(si
         sync, flag = _sync.team_sync(), np.zeros(8, np.int64)
 
         def helper_thread():
-            while (seen := _sync.wait_for(flag, POSTED, 1 << 14)) == IDLE:
+            until = time.monotonic() + 30   # (a caller that failed before posting posts nothing)
+            while (seen := _sync.wait_for(flag, POSTED, 1 << 14)) == IDLE and time.monotonic() < until:
                 pass
             if seen == POSTED and _sync.claim(flag, POSTED, RUNNING):   # (else taken back)
                 net_kernels.net_team(1, sync, flag, POSTED, *arguments)
