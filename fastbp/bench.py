@@ -290,7 +290,7 @@ BOOK_PATHS = [
 # --- profile: where a step of fit goes -----------------------------------------------------------
 
 STAGES = [  # (stage of kernels.step, what it adds to a step)
-    (step.FORWARD, "forward: every layer, on each row's nonzeros"),
+    (step.FORWARD, "forward: each layer on its input's nonzeros (narrow: densely)"),
     (step.LOSS, "softmax cross-entropy and its gradient"),
     (step.BACKWARD, "backward: d @ W.T below each layer, activation gradients"),
     (step.WEIGHTS, "weight updates: W -= lr * x.T @ d, row by row"),
