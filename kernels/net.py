@@ -395,12 +395,12 @@ def net_gradient(x, t, weights, biases, activation):
 # counting its half's lists and the caller choosing BLAS after the stage, the helper missed
 # FIRST's part more often, 18 % of the gradient calls against 2.5 %, and the book's loop was no
 # faster: 405-431 against 395-406 us, medians of 5,000 iterations in turns, a 2-core Zen 5.)
-# Measured on a 2-core Zen 4 in the book's loop (784-50-10,
-# float64 net, float32 x, batch 100, MNIST-like), us per call (the caller's compiled part),
-# helper's share of the rows 0.45 / 0.5: gradient 191 / 169, loss 103 / 93. The design before
-# (each thread a whole net_gradient on half of the rows, the two dWs then averaged: ~56 us of
-# combining a call) took 1.25-1.3x as long an iteration of the book's loop as this one, on
-# MNIST-like and Fashion-MNIST batches (side by side in one process, a quiet phase of the VM).
+# Measured on a 2-core Zen 4 in the book's loop (784-50-10, float64 net, float32 x, batch 100,
+# MNIST-like), us per call (the caller's compiled part), helper's share of the rows 0.45 / 0.5:
+# gradient 191 / 169, loss 103 / 93. The design before (each thread a whole net_gradient on
+# half of the rows, the two dWs then averaged: ~56 us of combining a call) took 1.25-1.3x as
+# long an iteration of the book's loop as this one, on MNIST-like and Fashion-MNIST batches
+# (side by side in one process, a quiet phase of the VM).
 #
 # Why FIRST cuts x's columns, not its rows: each thread then reads half of W1 instead of all of
 # it, which is most of what a call reads, and half as many of W1's lines have to come back from
