@@ -296,31 +296,37 @@ def test_a_nets_team_gives_the_bits_of_one_thread_whoever_computes_which_part(si
     compiled code posts it (flag[0] = POSTED) and the helper, spinning on the flag, claims it
     or finds it taken back. (2,000 rows: a call of 100 takes tens of microseconds, often over
     before the helper's own call has unpacked its arguments; with the other core busy, the
-    helper then computed no part in 200 tries.)"""
+    helper then computed no part in 200 tries.) BLAS is held at one thread, as the nets hold it
+    for a dense batch (the calls say so: team_arguments's blas_limited): a two-thread BLAS
+    product's second thread, spinning after it, kept the helper off the other core (dense
+    batches: no part in 200 tries in a CI run; 0 and 4 tries of 40 with parts, 18 with the
+    limit)."""
     from fastbp.kernels import net as net_kernels
     from fastbp.kernels._sync import DONE, IDLE, POSTED, RUNNING
+    from fastbp.threads import limited_blas
     helped = seed = 0
     unposted = (np.zeros(1, np.int64), 0)
-    while seed < 12 or (not helped and seed < 200):
-        seed += 1
-        arguments = _net_team_call(seed, sizes, np.float64, zeros, rows=2000)
-        alone = _results(arguments, net_kernels.net_team(0, _sync.alone_sync(), *unposted, *arguments))
-        arguments = (arguments[0], *_net_team_call(seed, sizes, np.float64, zeros, rows=2000)[1:])
-        sync, flag = _sync.team_sync(), np.zeros(8, np.int64)
+    with limited_blas(1):
+        while seed < 12 or (not helped and seed < 200):
+            seed += 1
+            arguments = _net_team_call(seed, sizes, np.float64, zeros, rows=2000)
+            alone = _results(arguments, net_kernels.net_team(0, _sync.alone_sync(), *unposted, *arguments))
+            arguments = (arguments[0], *_net_team_call(seed, sizes, np.float64, zeros, rows=2000)[1:])
+            sync, flag = _sync.team_sync(), np.zeros(8, np.int64)
 
-        def helper_thread():
-            until = time.monotonic() + 30   # (a caller that failed before posting posts nothing)
-            while (seen := _sync.wait_for(flag, POSTED, 1 << 14)) == IDLE and time.monotonic() < until:
-                pass
-            if seen == POSTED and _sync.claim(flag, POSTED, RUNNING):   # (else taken back)
-                net_kernels.net_team(1, sync, flag, POSTED, *arguments)
-                _sync.publish(flag, DONE)
-        helper = threading.Thread(target=helper_thread, daemon=True)   # (never holds up the exit)
-        helper.start()
-        caller = net_kernels.net_team(0, sync, flag, POSTED, *arguments)
-        helper.join(30)
-        assert not helper.is_alive()
-        helped += sync[_sync.HELPED]
-        for mine, theirs in zip(_results(arguments, caller), alone):
-            np.testing.assert_array_equal(mine, theirs)
+            def helper_thread():
+                until = time.monotonic() + 30   # (a caller that failed before posting posts nothing)
+                while (seen := _sync.wait_for(flag, POSTED, 1 << 14)) == IDLE and time.monotonic() < until:
+                    pass
+                if seen == POSTED and _sync.claim(flag, POSTED, RUNNING):   # (else taken back)
+                    net_kernels.net_team(1, sync, flag, POSTED, *arguments)
+                    _sync.publish(flag, DONE)
+            helper = threading.Thread(target=helper_thread, daemon=True)   # (never holds up the exit)
+            helper.start()
+            caller = net_kernels.net_team(0, sync, flag, POSTED, *arguments)
+            helper.join(30)
+            assert not helper.is_alive()
+            helped += sync[_sync.HELPED]
+            for mine, theirs in zip(_results(arguments, caller), alone):
+                np.testing.assert_array_equal(mine, theirs)
     assert helped > 0
