@@ -19,14 +19,13 @@ read their inputs' nonzero lists (ReLU leaves about half of them zero), but for 
 """
 import numpy as np
 
-from . import _simd as simd
 from . import _sync, sparse
 from ._config import jit
 from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term, softmax_cross_entropy,
                          softmax_cross_entropy_backward)
-from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
-from .step import (RELU, _activate, _activation_backward, _add_outer, _aligned_rows, _argmax_rows_into,
-                   _copy_rows, _first_from, _gemm, _mean_in_order, _times, _transpose_into)
+from .step import (RELU, _add_outer, _aligned_rows, _argmax_rows_into, _copy_rows, _dense_layer_into,
+                   _first_from, _gemm, _gradient_below_rows, _join_halves, _layer_into,
+                   _mean_in_order, _transpose_into)
 
 # The first layer's products (x @ W1, x.T @ d) go to BLAS instead of the nonzero lists when more
 # than this share of the batch x is nonzero: the lists' work grows with the nonzeros, BLAS's
@@ -172,12 +171,6 @@ def _first_csr(x, dense_above=1.0):
 
 
 @jit
-def _epilogue(last, activation):
-    """What a layer's product does with its sums: ReLU on the way out unless ``last``."""
-    return STORE_RELU if not last and activation == RELU else STORE
-
-
-@jit
 def _first_layer_into(tables, columns, values, W, b, last, activation, out, above):
     """The first layer's output into out, its input as the lists of its two column halves
     (_first_csr): the lower half's sums (from b) into out, the upper half's (from 0) into
@@ -187,22 +180,6 @@ def _first_layer_into(tables, columns, values, W, b, last, activation, out, abov
     sparse._chunked_times(tables[0], columns, values, W, W.shape[1], b, out)
     sparse._chunked_times(tables[1], columns, values, W, W.shape[1], b[:0], above)
     _join_halves(out, above, 0, out.shape[0], last, activation)
-
-
-@jit
-def _join_halves(out, above, a, b, last, activation):
-    """out[a:b] += above[a:b] (the first layer's sums over its input's two column halves), then
-    the activation unless ``last``."""
-    width = out.shape[1]
-    tile = simd.zeros(out, 64)
-    relu = not last and activation == RELU
-    for r in range(a, b):
-        for c0 in range(0, width, simd.lanes(tile)):
-            o = r * width + c0
-            sums = simd.add(simd.load(tile, out, o, width - c0), simd.load(tile, above, o, width - c0))
-            simd.store(out, o, width - c0, simd.relu(sums) if relu else sums)
-    if not last and activation != RELU:
-        _activate(out[a:b], activation)
 
 
 @jit
@@ -219,22 +196,6 @@ def _layer(lo, hi, columns, values, W, b, last, activation):
     out = np.empty((lo.size, W.shape[1]), W.dtype)
     _layer_into(lo, hi, columns, values, W, b, last, activation, out)
     return out
-
-
-@jit
-def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
-    """_layer's output into out (one row per slice lo[r]:hi[r]): the activation unless ``last``."""
-    _times(lo, hi, columns, values, W, b, W.shape[1], out, _epilogue(last, activation), out)
-    if not last and activation != RELU:
-        _activate(out, activation)
-
-
-@jit
-def _dense_layer_into(h, W, b, last, activation, out):
-    """_layer_into for a narrow layer (sparse._reads_dense), reading its input h (N, D) as it is."""
-    sparse._dense_times(h, 0, h.shape[1], W, W.shape[1], b, out)
-    if not last:
-        _activate(out, activation)
 
 
 @jit
@@ -318,7 +279,6 @@ def net_gradient(x, t, weights, biases, activation):
     n = x.shape[0]
     loss, y = softmax_cross_entropy(outputs[last], t)
     d = softmax_cross_entropy_backward(y, t)
-    no_bias = np.empty(0, y.dtype)
     dWs, dbs = [d[:, :0]], [d[0, :0]]  # typed by their first, dummy element
     dWs.pop()
     dbs.pop()
@@ -354,13 +314,10 @@ def net_gradient(x, t, weights, biases, activation):
         if layer > 0:  # d_below = (d @ W.T) * f'(.), with W as it is (the caller updates later)
             WT = _aligned_rows(width, below, W)
             _transpose_into(W, width, WT)
-            d_columns, d_values, d_lo, d_hi = _input_csr(d)
+            d_lists = (np.empty(n * width, np.int32), np.empty(n * width, y.dtype),
+                       np.empty(n, np.int64), np.empty(n, np.int64))
             d_below = np.empty((n, below), y.dtype)
-            epilogue = STORE_RELU_MASKED if activation == RELU else STORE
-            _times(d_lo, d_hi, d_columns, d_values, WT, no_bias, below, d_below, epilogue,
-                   outputs[layer - 1])
-            if activation != RELU:
-                _activation_backward(d_below, outputs[layer - 1], activation)
+            _gradient_below_rows(d, 0, n, d_lists, WT, outputs[layer - 1], d_below, activation)
             d = d_below
     dWs.reverse()
     dbs.reverse()
@@ -540,17 +497,9 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
     if not gradient:
         return
     _backward_rows_into(y, t, a, b, n, grads[last])
-    no_bias = biases[0][:0]
     for layer in range(last, 0, -1):   # d_below = (d @ W.T) * f'(.)
-        columns, values, lo, hi = grad_lists[layer]
-        sparse._compress_rows_into(grads[layer], a, b, columns, values, lo, hi)
-        below = weights[layer].shape[0]
-        d_below, h_below = grads[layer - 1], outputs[layer - 1]
-        epilogue = STORE_RELU_MASKED if activation == RELU else STORE
-        _times(lo[a:b], hi[a:b], columns, values, transposes[layer], no_bias, below, d_below[a:b],
-               epilogue, h_below[a:b])
-        if activation != RELU:
-            _activation_backward(d_below[a:b], h_below[a:b], activation)
+        _gradient_below_rows(grads[layer], a, b, grad_lists[layer], transposes[layer],
+                             outputs[layer - 1], grads[layer - 1], activation)
     if not facts[DENSE]:   # (dW1's sums read it in padded rows)
         _copy_rows(grads[0], a, b, first_layer[4][3])
 

@@ -14,6 +14,7 @@ import numpy as np
 from numba import types
 from numba.np.linalg import ensure_blas
 
+from . import _simd as simd
 from . import _sync, optimizers, sparse
 from ._config import jit
 from .activations import sigmoid_scalar, tanh_scalar
@@ -339,9 +340,9 @@ def sgd_steps(x, t, batches, weights, biases, activation, update, losses):
 # half of it zero). Products run as sparse.py's tile loops instead of BLAS.
 #
 # The steps run on the calling thread and, when fastbp runs two threads, on a helper thread too,
-# as a team (team_steps_csr, kernels/_sync.py): each layer's forward and backward is a stage of two
-# parts, and the caller computes any part the helper has not claimed, so a helper without a core
-# never holds a step up. BLAS's threads and a Numba prange over two column parts of W were tried
+# as a team (team_steps_csr, kernels/_sync.py): a step is three stages of two parts each, and the
+# caller computes any part the helper has not claimed, so a helper without a core never holds a
+# step up. BLAS's threads and a Numba prange over two column parts of W were tried
 # first: each collapsed 14-25x when another process kept the second core busy, as they wait for
 # a parked thread; and Numba's parallel=True regions cannot stay anyway, as a cached kernel calling
 # one crashed when a new caller in another process linked it (numba#8578). The first layer's
@@ -392,7 +393,13 @@ def _copy_rows(a, p0, p1, out):
 @jit
 def _transpose_into(W, width, out):
     """out[c, p] = W[p, c] for p < W.shape[0], c < width."""
-    for p in range(W.shape[0]):
+    _transpose_rows_into(W, 0, W.shape[0], width, out)
+
+
+@jit
+def _transpose_rows_into(W, p0, p1, width, out):
+    """out[c, p] = W[p, c] for p in p0:p1, c < width."""
+    for p in range(p0, p1):
         for c in range(width):
             out[c, p] = W[p, c]
 
@@ -404,6 +411,60 @@ def _times(lo, hi, columns, values, W, b, width, out, epilogue, h):
 
 
 @jit
+def _epilogue(last, activation):
+    """What a layer's product does with its sums: ReLU on the way out unless ``last``."""
+    return STORE_RELU if not last and activation == RELU else STORE
+
+
+@jit
+def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
+    """A layer's output into out (R, H), one row per input row given as the slice lo[r]:hi[r] of
+    nonzero lists, W (D, >= H); the activation unless ``last``."""
+    _times(lo, hi, columns, values, W, b, out.shape[1], out, _epilogue(last, activation), out)
+    if not last and activation != RELU:
+        _activate(out, activation)
+
+
+@jit
+def _dense_layer_into(h, W, b, last, activation, out):
+    """_layer_into for a narrow layer (sparse._reads_dense), reading its input h (R, D) as it is."""
+    sparse._dense_times(h, 0, h.shape[1], W, W.shape[1], b, out)
+    if not last:
+        _activate(out, activation)
+
+
+@jit
+def _join_halves(out, above, a, b, last, activation):
+    """out[a:b] += above[a:b] (the first layer's sums over its input's two column halves), then
+    the activation unless ``last``."""
+    width = out.shape[1]
+    tile = simd.zeros(out, 64)
+    relu = not last and activation == RELU
+    for r in range(a, b):
+        for c0 in range(0, width, simd.lanes(tile)):
+            o = r * width + c0
+            sums = simd.add(simd.load(tile, out, o, width - c0), simd.load(tile, above, o, width - c0))
+            simd.store(out, o, width - c0, simd.relu(sums) if relu else sums)
+    if not last and activation != RELU:
+        _activate(out[a:b], activation)
+
+
+@jit
+def _gradient_below_rows(d, a, b, lists, WT, h_below, d_below, activation):
+    """Rows a:b of a layer's input gradient, d_below = (d @ W.T) * f'(h_below), from rows a:b of
+    its output gradient d (N, H) made into the nonzero lists ``lists`` (columns, values, lo, hi:
+    row r's from position r * H on, so two threads can each take a range of rows) and W.T (H,
+    D) padded rows (step._aligned_rows), taken before W's update."""
+    columns, values, lo, hi = lists
+    sparse._compress_rows_into(d, a, b, columns, values, lo, hi)
+    epilogue = STORE_RELU_MASKED if activation == RELU else STORE
+    _times(lo[a:b], hi[a:b], columns, values, WT, np.empty(0, d.dtype), d_below.shape[1], d_below[a:b],
+           epilogue, h_below[a:b])
+    if activation != RELU:
+        _activation_backward(d_below[a:b], h_below[a:b], activation)
+
+
+@jit
 def _add_outer(cuts, columns, values, D, W, width, scale):
     """W[:, :width] += scale X^T D, X's rows as the cut table ``cuts`` (see sparse._add_outer)."""
     sparse._add_outer(cuts, columns, values, D, width, W, W.shape[1], width, scale)
@@ -411,31 +472,34 @@ def _add_outer(cuts, columns, values, D, W, width, scale):
 
 def csr_workspace(values, weights, w_state, size, fused, cut_columns, split):
     """What team_steps_csr computes in, made once per call and shared by the two threads of a
-    team: (per layer: (padded W, padded dW (no rows if ``fused``), padded W.T, outputs, output
-    gradients, its input's nonzero lists (columns, values; none for the first layer, which reads
-    the dataset's, or for a narrow one, which reads its input as it is: sparse._reads_dense),
-    ``bounds`` (4, N): row r's nonzeros below the layer's split are
-    bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r] (none for the first layer), and
-    the part-1 partial sums (N, width)), the rule's state padded (slot-major, as w_state), (db,
-    the nonzero lists of an output gradient (columns, values, lo, hi), softmax scratch maxes,
-    logsums and the rows' losses, per part a layer's input lists regrouped by column
-    (sparse._column_lists: starts, rows, values) and per layer its output gradient in padded
-    rows, for the layers that regroup (_regroups), and per part the cut table of the batch's
-    dataset rows in the first layer (_dataset_chunks): the chunks of ``cut_columns``
-    (first_cut_columns) below and from the first layer's ``split``))."""
+    team: (per layer: (padded W, padded dW (no rows if ``fused``), padded W.T (none for the first
+    layer), outputs, output gradients, its input's nonzero lists (columns, values; none for the
+    first layer, which reads the dataset's, or for a narrow one, which reads its input as it is:
+    sparse._reads_dense), ``bounds`` (4, N): row r's nonzeros below the layer's split are
+    bounds[0, r]:bounds[1, r], the rest bounds[2, r]:bounds[3, r] (none for the first layer), the
+    part-1 partial sums (N, width; the first layer's only), its output gradient's nonzero lists
+    (columns, values, lo, hi; none for the first layer)), the rule's state padded (slot-major, as
+    w_state), (db, softmax scratch maxes, logsums and the rows' losses, per part a layer's input
+    lists regrouped by column (sparse._column_lists: starts, rows, values) and per layer its
+    output gradient in padded rows, for the layers that regroup (_regroups), and per part the cut
+    table of the batch's dataset rows in the first layer (_dataset_chunks): the chunks of
+    ``cut_columns`` (first_cut_columns) below and from the first layer's ``split``))."""
     dtype = values.dtype
     last = len(weights) - 1
     layers = []
     for layer, W in enumerate(weights):
         below, width = W.shape
         inputs = 0 if layer == 0 or sparse._reads_dense(width, values.itemsize) else size * below
+        above = 0 if layer == 0 else size   # (rows of what only the layers above the first keep)
         layers.append((_aligned_rows(below, width, values),
                        _aligned_rows(0 if fused else below, width, values),
-                       _aligned_rows(width, below, values),
+                       _aligned_rows(0 if layer == 0 else width, below, values),
                        np.empty((size, width), dtype), np.zeros((size, width), dtype),
                        np.empty(inputs, np.int32), np.empty(inputs, dtype),
-                       np.empty((4, 0 if layer == 0 else size), np.int64),
-                       np.empty((size, width), dtype)))
+                       np.empty((4, above), np.int64),
+                       np.empty((size if layer == 0 else 0, width), dtype),
+                       (np.empty(above * width, np.int32), np.empty(above * width, dtype),
+                        np.empty(above, np.int64), np.empty(above, np.int64))))
     states = tuple(_aligned_rows(w_state[slot * (last + 1) + layer].shape[0], weights[layer].shape[1],
                                  values) for slot in range(2) for layer in range(last + 1))
     widest = max(W.shape[1] for W in weights)
@@ -447,8 +511,7 @@ def csr_workspace(values, weights, w_state, size, fused, cut_columns, split):
                        tuple(_aligned_rows(size if regroup else 0, W.shape[1], values, False)
                              for W, regroup in zip(weights, wide)))
                       for part in range(2))
-    shared = (np.empty(0 if fused else widest, dtype), np.empty(size * widest, np.int32),
-              np.empty(size * widest, dtype), np.empty(size, np.int64), np.empty(size, np.int64),
+    shared = (np.empty(0 if fused else widest, dtype),
               np.empty(size, np.float64), np.empty(size, np.float64), np.empty(size, np.float64),
               regrouped, (np.empty((below_split + 1, size), np.int64),
                           np.empty((cut_columns.size - below_split, size), np.int64)))
@@ -517,63 +580,91 @@ def _dataset_chunks(cuts, rows, part, table):
 
 
 @jit
-def _forward_part(work, layer, part, splits, cuts, columns, values, rows, biases):
-    """Part ``part`` of layer ``layer``'s output: the sums over its inputs below the layer's
+def _first_part(work, part, cuts, columns, values, rows, biases):
+    """Part ``part`` of the first layer's output: the sums over the dataset columns below its
     split plus the bias (part 0, into the outputs) or over the rest (part 1, into the partial
-    sums), so each thread reads only its own rows of W (they stay in its core's cache). A
-    narrow layer (sparse._reads_dense) reads the layer below's outputs as they are.
+    sums), so each thread reads only its own rows of W (they stay in its core's cache).
 
-    Row by row, the first layer too, whose weight update goes chunk by chunk: the batch's rows
-    of the dataset are in no cache yet, and the row loop asks for the next rows' lists as it
-    goes. Chunk by chunk (sparse._chunked_times), each chunk's pass waited on every row's lists:
-    half a MNIST-like batch's product in fit, float32, one thread, on a Zen 3, us: 32 row by
-    row, 59 chunk by chunk, 42 with every row's lists asked for first (23 against 29 with the
-    lists in cache). Chunk by chunk with the next step's lists asked for during this step's
-    weight updates was no faster either (fit 784-50-10 float32 MNIST-like, a 2-core Zen 5,
-    medians of 7 fits, in turns with this: 86-90 us a step with the lists asked into L1, 87-101
-    into L2, against 83-91). Two rows at a time (a 50-wide row's three tiles are three chains
-    of multiply-adds, a link a nonzero; two rows' six overlap) took 12 % less for this product,
-    the same numbers, but that is ~3 % of a step: a nonzero takes ~10 cycles (3.7 GHz), ~5 for
-    a 16-wide layer, whose W1 fits L1; a 50-wide W1 comes from L2, 4 lines a nonzero."""
-    W, _, _, act, _, cols, vals, bounds, partial = work[0][layer]
-    out, b = (act, biases[layer]) if part == 0 else (partial, biases[layer][:0])
-    if layer > 0 and sparse._reads_dense(out.shape[1], W.itemsize):
-        below = work[0][layer - 1][3]
-        k0, k1 = (0, splits[layer]) if part == 0 else (splits[layer], below.shape[1])
-        sparse._dense_times(below, k0, k1, W, W.shape[1], b, out)
-        return
-    lo, hi = bounds[2 * part], bounds[2 * part + 1]
-    if layer == 0:
-        table = work[2][9][part]
-        _dataset_chunks(cuts, rows, part, table)
-        cols, vals, lo, hi = columns, values, table[0], table[table.shape[0] - 1]
-    _times(lo, hi, cols, vals, W, b, out.shape[1], out, STORE, out)
+    Row by row for rows of W up to ROW_UPDATES_UP_TO bytes, above it chunk by chunk
+    (sparse._chunked_times: the same sums in the same order). The batch's rows of the dataset
+    are in no cache yet: the row loop asks for the next rows' lists as it goes, while each
+    chunk's pass waits on every row's lists, which a narrow row's few cycles a nonzero do not
+    repay. Measured on a 2-core Zen 5, fit MNIST-like, a step's time chunk by chunk over row by
+    row (medians of 20-24 turns of 250-300 steps each way in one process): float32 784-H-10 with
+    H = 50 1.09, 64 1.19, 100 1.16, 128 (512-byte rows) 1.08, 160 0.92, 192 0.96, 784-256-128-10
+    0.93; float64 784-50-10 1.17, 784-100-10 0.93. (With every row's lists in cache, chunk by
+    chunk wins for 784-50-10 too: 21.5 us against 27.6 for the stage; asking for the next step's
+    lists during this step's weight updates did not get them there soon enough: 86-101 us a step
+    against 83-91. Two rows at a time, row by row, took 12 % less for a 50-wide product, the
+    same numbers, ~3 % of a step: a nonzero takes ~10 cycles there, ~5 for a 16-wide layer,
+    whose W fits L1; a 50-wide W comes from L2, 4 lines a nonzero.)"""
+    W, _, _, act, _, _, _, _, partial, _ = work[0][0]
+    out, b = (act, biases[0]) if part == 0 else (partial, biases[0][:0])
+    table = work[2][5][part]
+    _dataset_chunks(cuts, rows, part, table)
+    if _regroups(out.shape[1], W.itemsize):
+        sparse._chunked_times(table, columns, values, W, W.shape[1], b, out)
+    else:
+        _times(table[0], table[table.shape[0] - 1], columns, values, W, b, out.shape[1], out, STORE,
+               out)
+
+
+@jit
+def _layer_rows(work, layer, a, b, biases, activation):
+    """Rows a:b of the output of layer ``layer`` > 0, each row summed over all its inputs: the
+    rows' nonzero lists (made by _finish_rows below it), or for a narrow layer
+    (sparse._reads_dense) the outputs below as they are; the activation unless the last."""
+    layers = work[0]
+    W, _, _, act, _, cols, vals, bounds, _, _ = layers[layer]
+    last = layer == len(layers) - 1
+    if sparse._reads_dense(act.shape[1], W.itemsize):
+        _dense_layer_into(layers[layer - 1][3][a:b], W, biases[layer], last, activation, act[a:b])
+    else:
+        _layer_into(bounds[0, a:b], bounds[3, a:b], cols, vals, W, biases[layer], last, activation,
+                    act[a:b])
 
 
 @jit
 def _finish_rows(work, layer, a, b, splits, activation):
-    """Rows a:b of layer ``layer``'s outputs: the two parts' sums added, then the activation (not
-    on the last layer); and for a hidden layer, those rows as the next layer's input lists
-    (unless it reads them densely: sparse._reads_dense)."""
+    """Rows a:b of layer ``layer``'s outputs made ready for the layer above: for the first layer,
+    its two parts' sums added and the activation (unless it is the last); then, for a hidden
+    layer, the rows as the next layer's input lists (unless it reads them densely:
+    sparse._reads_dense), each row's cut at the next layer's split (its weight update's parts)."""
     layers = work[0]
-    act, partial = layers[layer][3], layers[layer][8]
+    act = layers[layer][3]
     last = len(layers) - 1
-    width = act.shape[1]
-    for r in range(a, b):
-        for j in range(width):
-            v = act[r, j] + partial[r, j]
-            act[r, j] = (0 if v <= 0 else v) if layer < last and activation == RELU else v
-    if layer == last:
+    if layer == 0:
+        _join_halves(act, layers[0][8], a, b, last == 0, activation)
+    if layer == last or sparse._reads_dense(layers[layer + 1][3].shape[1], act.itemsize):
         return
-    if activation != RELU:
-        _activate(act[a:b], activation)
-    if sparse._reads_dense(layers[layer + 1][3].shape[1], act.itemsize):
-        return   # (the next layer reads these rows as they are)
     cols, vals, bounds = layers[layer + 1][5], layers[layer + 1][6], layers[layer + 1][7]
     sparse._compress_rows_into(act, a, b, cols, vals, bounds[0], bounds[3])
     for r in range(a, b):
         cut = _first_from(cols, bounds[0, r], bounds[3, r], splits[layer + 1])
         bounds[1, r] = bounds[2, r] = cut
+
+
+@jit
+def _rows_part(work, a, b, splits, t, rows, biases, activation, upto):
+    """The ROWS stage's part for rows a:b of the batch (see team_steps_csr): the first layer's
+    output rows finished, every other layer's output rows, softmax and the loss's gradient
+    (upto >= LOSS), and backward through every layer above the first (upto >= BACKWARD). A
+    row needs only its own rows below it, and the layers' W.T as the step began."""
+    layers, _, shared = work
+    _, maxes, logsums, terms, _, _ = shared
+    last = len(layers) - 1
+    for layer in range(last + 1):
+        if layer > 0:
+            _layer_rows(work, layer, a, b, biases, activation)
+        _finish_rows(work, layer, a, b, splits, activation)
+    if upto < LOSS:
+        return
+    _softmax_ce_rows(layers[last][3], t, rows, layers[last][4], maxes, logsums, terms, a, b)
+    if upto < BACKWARD:
+        return
+    for layer in range(last, 0, -1):
+        _gradient_below_rows(layers[layer][4], a, b, layers[layer][9], layers[layer][2],
+                             layers[layer - 1][3], layers[layer - 1][4], activation)
 
 
 # A layer's x.T @ d goes into W (or dW) by one in-place update of a row of W per nonzero of x for
@@ -584,7 +675,7 @@ def _finish_rows(work, layer, a, b, splits, activation):
 # of a row of W per nonzero. Measured on a 2-core Zen 4, fit's one-thread step (MNIST-like,
 # batch 100, float32), us: 784-50-10 (200-byte rows) 190 in place, 225 regrouped; 784-256-128-10
 # 786 in place, 726 with the first layer (1 KiB rows) regrouped, 750 with the second (512-byte
-# rows) too.
+# rows) too. The first layer's forward goes chunk by chunk above the same size (_first_part).
 ROW_UPDATES_UP_TO = 512
 
 
@@ -596,25 +687,15 @@ def _regroups(width, itemsize):
 
 
 @jit
-def _backward_part(work, layer, part, a, b, splits, columns, values, weights, activation, update,
-                   iteration, weights_too):
-    """Part ``part`` of layer ``layer``'s backward stage: rows a:b of the gradient below it, and
-    (``weights_too``) the update of W's rows below the split (part 0) or from it (part 1): the
-    rows the thread's forward part read."""
+def _weights_part(work, layer, part, splits, columns, values, weights, update, iteration):
+    """Part ``part`` of layer ``layer``'s weight update: W's rows below the layer's split (part
+    0) or from it (part 1), the rows the part's nonzeros of x point at (for the first layer, the
+    rows its forward part read), each row summed over the batch's rows in their order; then,
+    above the first layer, those rows copied into W.T for the next step's backward rows."""
     layers, states, shared = work
-    _, d_cols, d_vals, d_lo, d_hi, _, _, _, regrouped, first_tables = shared
-    W, g, WT, _, d, cols, vals, bounds, _ = layers[layer]
+    regrouped, first_tables = shared[4], shared[5]
+    W, g, WT, _, d, cols, vals, bounds, _, _ = layers[layer]
     below, width = weights[layer].shape
-    if layer > 0:   # d_below = (d @ W.T) * f'(.), W.T copied before this step's update
-        below_out, below_d = layers[layer - 1][3], layers[layer - 1][4]
-        sparse._compress_rows_into(d, a, b, d_cols, d_vals, d_lo, d_hi)
-        epilogue = STORE_RELU_MASKED if activation == RELU else STORE
-        _times(d_lo[a:b], d_hi[a:b], d_cols, d_vals, WT, np.empty(0, W.dtype), below, below_d[a:b],
-               epilogue, below_out[a:b])
-        if activation != RELU:
-            _activation_backward(below_d[a:b], below_out[a:b], activation)
-    if not weights_too:
-        return
     if layer == 0:
         cols, vals = columns, values
     split = splits[layer]   # this part's rows of W: those its nonzeros point at
@@ -623,7 +704,7 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
     fused = rule == SGD and hyper[WEIGHT_DECAY] == 0   # W -= lr x.T @ d, no dW
     target, scale = (W, -hyper[LR]) if fused else (g, 1.0)
     cuts = first_tables[part] if layer == 0 else bounds[2 * part:2 * part + 2]
-    if layer > 0 and sparse._reads_dense(width, W.itemsize):   # x dense (see _forward_part)
+    if layer > 0 and sparse._reads_dense(width, W.itemsize):   # x dense (see _layer_rows)
         if not fused:
             g[p0:p1] = 0
         sparse._dense_add_outer(layers[layer - 1][3], p0, p1, d, target, target.shape[1], scale)
@@ -639,13 +720,31 @@ def _backward_part(work, layer, part, a, b, splits, columns, values, weights, ac
         if not fused:
             g[p0:p1] = 0
         _add_outer(cuts, cols, vals, d, target, width, scale)
-    if fused:
+    if not fused:
+        if hyper[WEIGHT_DECAY] != 0:
+            _add_decay(g[p0:p1], W[p0:p1], hyper[WEIGHT_DECAY])
+        last = len(weights) - 1
+        _apply_rule(rule, hyper, iteration, W[p0:p1].reshape(-1), g[p0:p1].reshape(-1),
+                    states[layer][p0:p1].reshape(-1), states[last + 1 + layer][p0:p1].reshape(-1))
+    if layer > 0:
+        _transpose_rows_into(W, p0, p1, width, WT)
+
+
+@jit
+def _bias_update(work, layer, update, iteration, biases):
+    """Layer ``layer``'s bias updated by the rule from its output gradient's column sums."""
+    layers, _, shared = work
+    rule, hyper, _, b_state = update
+    d = layers[layer][4]
+    size, width = d.shape
+    last = len(layers) - 1
+    if rule == SGD and hyper[WEIGHT_DECAY] == 0:
+        sparse._column_sums_into(d, size, width, width, biases[layer], -hyper[LR])
         return
-    if hyper[WEIGHT_DECAY] != 0:
-        _add_decay(g[p0:p1], W[p0:p1], hyper[WEIGHT_DECAY])
-    last = len(weights) - 1
-    _apply_rule(rule, hyper, iteration, W[p0:p1].reshape(-1), g[p0:p1].reshape(-1),
-                states[layer][p0:p1].reshape(-1), states[last + 1 + layer][p0:p1].reshape(-1))
+    g = shared[0][:width]
+    g[:] = 0
+    sparse._column_sums_into(d, size, width, width, g, 1.0)
+    _apply_rule(rule, hyper, iteration, biases[layer], g, b_state[layer], b_state[last + 1 + layer])
 
 
 @jit
@@ -653,22 +752,25 @@ def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, 
                    activation, update, losses, upto):
     """sgd_steps_csr doing the stages FORWARD..upto of every step (upto = BIASES: all), as
     thread ``rank`` of a team (kernels/_sync.py): the caller (rank 0) and maybe a helper (rank 1),
-    sharing ``sync`` and the workspace ``work`` (csr_workspace). A layer's forward is two
-    stages: its sums over the inputs below ``splits[layer]`` and over the rest (parts 0 and 1;
-    the first layer's dataset rows cut there and chunk by chunk at ``cuts``, chunk_cuts),
-    then rows 0:N/2 and N/2:N of the outputs finished (sums added, activation, compressed for
-    the next layer; the last layer's rows through softmax and the loss's gradient, each row's
-    loss kept for the caller to sum in order); its backward one: rows 0:N/2 and N/2:N of the
-    gradient below, and the update of W's rows below and from the split (each row of W updated
-    in the batch's order). So a thread reads and writes only its own rows of the first layer's
-    W. The rest (the mean loss, biases, W.T) is the caller's. No part's result depends on who
-    computes it: one thread or two, the weights are the same bits. (The softmax rows on the
-    caller alone: a step ~1-2 us longer, of ~90, 784-50-10 MNIST-like on a 2-core Zen 4.)"""
+    sharing ``sync`` and the workspace ``work`` (csr_workspace). A step is three stages of two
+    parts each, as the nets' team's (kernels/net.py net_team):
+
+      FIRST    the first layer's sums over the dataset columns below ``splits[0]`` and from it
+               (the batch's dataset rows cut there and chunk by chunk at ``cuts``: chunk_cuts);
+      ROWS     rows 0:N/2 and N/2:N: the first layer's output (the two sums added), every other
+               layer's, softmax, the loss's gradient (each row's loss kept for the caller to sum
+               in order), and backward down to the first layer's output gradient;
+      WEIGHTS  every layer's W update, its rows below its split and from it (the first layer's
+               rows being those each FIRST part read: a thread reads and writes only its own rows
+               of the first layer's W), each row summed over the batch's rows in their order;
+               then those rows into W.T (the next step's backward), and the biases (part 0).
+
+    No part's result depends on who computes it: one thread or two, the weights are the same
+    bits. (A step was six stages for 784-50-10 and nine for 784-256-128-10, each layer's
+    forward, finishing and backward its own, and the caller transposed each W alone.)"""
     layers, states, shared = work
-    db, _, _, _, _, maxes, logsums, terms, _, _ = shared
-    rule, hyper, w_state, b_state = update
-    lr, decay = hyper[LR], hyper[WEIGHT_DECAY]
-    fused = rule == SGD and decay == 0
+    terms = shared[3]
+    _, hyper, w_state, _ = update
     last = len(weights) - 1
     steps, size = batches.shape
     half = size // 2
@@ -676,6 +778,8 @@ def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, 
         for layer in range(last + 1):
             width = weights[layer].shape[1]
             layers[layer][0][:, :width] = weights[layer]
+            if layer > 0:
+                _transpose_into(layers[layer][0], width, layers[layer][2])
             for slot in range(2):
                 kept = w_state[slot * (last + 1) + layer]
                 if kept.size:
@@ -684,54 +788,38 @@ def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, 
     for s in range(steps):
         if rank == 1 and _sync.team_finished(sync):
             break
+        if upto < FORWARD:
+            continue
         rows = batches[s]
-        if upto >= FORWARD:
-            for layer in range(last + 1):
-                stage += 1
-                for part in range(2):
-                    if _sync.team_part(sync, rank, stage, part):
-                        _forward_part(work, layer, part, splits, cuts, columns, values, rows, biases)
-                        _sync.team_part_done(sync, rank, stage)
-                _sync.team_stage_done(sync, rank, stage)
-                stage += 1
-                for part in range(2):
-                    if _sync.team_part(sync, rank, stage, part):
-                        a, b = (0, half) if part == 0 else (half, size)
-                        _finish_rows(work, layer, a, b, splits, activation)
-                        if layer == last and upto >= LOSS:   # (each part its rows' softmax too)
-                            _softmax_ce_rows(layers[last][3], t, rows, layers[last][4], maxes, logsums,
-                                             terms, a, b)
-                        _sync.team_part_done(sync, rank, stage)
-                _sync.team_stage_done(sync, rank, stage)
+        stage += 1
+        for part in range(2):
+            if _sync.team_part(sync, rank, stage, part):
+                _first_part(work, part, cuts, columns, values, rows, biases)
+                _sync.team_part_done(sync, rank, stage)
+        _sync.team_stage_done(sync, rank, stage)
+        stage += 1
+        for part in range(2):
+            if _sync.team_part(sync, rank, stage, part):
+                a, b = (0, half) if part == 0 else (half, size)
+                _rows_part(work, a, b, splits, t, rows, biases, activation, upto)
+                _sync.team_part_done(sync, rank, stage)
+        _sync.team_stage_done(sync, rank, stage)
         if rank == 0 and upto >= LOSS:
             losses[s] = _mean_in_order(terms)
-        if upto < BACKWARD:
+        if upto < WEIGHTS:
             continue
         iteration = hyper[ITERATION] + s + 1
-        for layer in range(last, -1, -1):
-            if layer == 0 and upto < WEIGHTS:
-                break
-            width = weights[layer].shape[1]
-            if rank == 0 and layer > 0:
-                _transpose_into(layers[layer][0], width, layers[layer][2])
-            stage += 1
-            for part in range(2):
-                if _sync.team_part(sync, rank, stage, part):
-                    a, b = (0, half) if part == 0 else (half, size)
-                    _backward_part(work, layer, part, a, b, splits, columns, values, weights,
-                                   activation, update, iteration, upto >= WEIGHTS)
-                    _sync.team_part_done(sync, rank, stage)
-            _sync.team_stage_done(sync, rank, stage)
-            if rank == 0 and upto >= BIASES:
-                d = layers[layer][4]
-                if fused:
-                    sparse._column_sums_into(d, size, width, width, biases[layer], -lr)
-                else:
-                    g = db[:width]
-                    g[:] = 0
-                    sparse._column_sums_into(d, size, width, width, g, 1.0)
-                    _apply_rule(rule, hyper, iteration, biases[layer], g, b_state[layer],
-                                b_state[last + 1 + layer])
+        stage += 1
+        for part in range(2):
+            if _sync.team_part(sync, rank, stage, part):
+                for layer in range(last, -1, -1):
+                    _weights_part(work, layer, part, splits, columns, values, weights, update,
+                                  iteration)
+                if part == 0 and upto >= BIASES:
+                    for layer in range(last + 1):
+                        _bias_update(work, layer, update, iteration, biases)
+                _sync.team_part_done(sync, rank, stage)
+        _sync.team_stage_done(sync, rank, stage)
     if rank == 0:
         for layer in range(last + 1):
             weights[layer][:, :] = layers[layer][0][:, :weights[layer].shape[1]]
