@@ -6,6 +6,9 @@
 - ``jit_ieee`` (no fastmath at all) is for element-wise formulas that must equal NumPy's bit for
   bit: the optimizers' updates, where a fused multiply-add or an approximate reciprocal square
   root would change the trajectory the book's code computes.
+- ``jit_borrowing`` is for the kernels that a step calls many times, which allocate nothing: they
+  run without Numba's reference counting, whose atomic operations on every array passed cost more
+  than a short kernel's work.
 - ``error_model="numpy"``: division follows NumPy (inf/nan) instead of raising, which removes a
   branch per division.
 - ``CACHE``: compiled code is kept on disk, and Numba loads it back by *unpickling* its index
@@ -257,8 +260,24 @@ def _njit(fn, **options):
 
 def jit(fn=None, **extra):
     """``numba.njit`` with fastbp's flags: serial kernels."""
-    options = dict(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, nogil=True, **extra)
+    options = dict(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, nogil=True, _nrt=True,
+                   **extra)
     return (lambda f: _njit(f, **options)) if fn is None else _njit(fn, **options)
+
+
+def jit_borrowing(fn):
+    """``jit`` for a kernel that only borrows the arrays it is given: it allocates none and returns
+    none (nor a tuple holding one), and runs without Numba's reference counting (NRT). With it, a
+    call increments and decrements the count of every array it is passed, those in tuples too (a
+    team's workspace holds dozens), each an atomic operation, which waits for the thread's
+    pending stores, on counts that the other thread of a team changes as well: a row's product
+    (sparse._times_slice, 10 nonzeros) took ~270 cycles a call with it, ~40 without (a Zen 5).
+    Numba refuses to compile such a kernel if it allocates or returns a view; one that returned
+    an array it was passed would have its caller release a reference it was never given, so none
+    may. (The other decorators say ``_nrt=True``: a kernel that leaves it unset is compiled with
+    the flag of the caller that first needs it, and keeps that code for every later caller.)"""
+    return _njit(fn, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, nogil=True,
+                 _nrt=False)
 
 
 def jit_exact(fn):
@@ -266,7 +285,7 @@ def jit_exact(fn):
     (log s + (m - x) must not become (log s + m) - x). The flags stay on the instructions
     when such a function is inlined into a ``jit`` kernel."""
     return _njit(fn, cache=CACHE, fastmath=FASTMATH - {"reassoc"}, error_model=ERROR_MODEL,
-                 nogil=True)
+                 nogil=True, _nrt=True)
 
 
 def jit_ieee(fn):
@@ -276,4 +295,4 @@ def jit_ieee(fn):
     ``fastmath=False`` is said explicitly: Numba compiles a function whose fastmath is left unset
     with the flags of the caller that first needs it, and keeps that code for every later caller
     (a fastmath training step calling these updates made them contract into FMAs)."""
-    return _njit(fn, cache=CACHE, fastmath=False, error_model=ERROR_MODEL, nogil=True)
+    return _njit(fn, cache=CACHE, fastmath=False, error_model=ERROR_MODEL, nogil=True, _nrt=True)

@@ -18,7 +18,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._config import jit
+from ._config import jit, jit_borrowing
 from ._simd import _address
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
@@ -100,7 +100,7 @@ IDLE, POSTED, RUNNING, DONE, TAKEN = 0, 1, 2, 3, 4
 CALLER_SPINS = 1 << 14   # the caller's tries for the helper's call before it sleeps (~0.7 ms)
 
 
-@jit
+@jit_borrowing
 def wait_for(flag, value, tries):
     """Spin until flag[0] == value, at most ``tries`` times (see _rest); -> flag[0] as last seen."""
     seen = _load(flag, 0)
@@ -112,13 +112,13 @@ def wait_for(flag, value, tries):
     return seen
 
 
-@jit
+@jit_borrowing
 def publish(flag, value):
     """flag[0] = value, seen by the other thread after everything written before it."""
     _store(flag, 0, value)
 
 
-@jit
+@jit_borrowing
 def publish_then_wait_for(flag, value, awaited, tries):
     """publish(flag, value), then wait_for(flag, awaited, tries): a thread that hands a result
     over and waits for the next holds no GIL from the moment the other thread can see it (had
@@ -127,7 +127,7 @@ def publish_then_wait_for(flag, value, awaited, tries):
     return wait_for(flag, awaited, tries)
 
 
-@jit
+@jit_borrowing
 def claim(flag, expected, new):
     """flag[0] = new if it is ``expected``: True for the one thread that made the change."""
     return _compare_exchange(flag, 0, expected, new)
@@ -185,7 +185,7 @@ SLEEP_US = 200
 SPINS = 1 << 14
 
 
-@jit
+@jit_borrowing
 def _poll(sync, slot, stage, sleep):
     """Until sync[slot] >= stage (spinning, or polling every SLEEP_US if ``sleep``); -> the value."""
     seen = _load(sync, slot)
@@ -222,7 +222,7 @@ def alone_sync():
     return sync
 
 
-@jit
+@jit_borrowing
 def team_part(sync, rank, stage, part):
     """Whether this thread computes part ``part`` (0, then 1) of ``stage``; see the comment above.
     After each part it computed, the thread calls team_part_done; after both, team_stage_done."""
@@ -248,14 +248,14 @@ def team_part(sync, rank, stage, part):
     return False
 
 
-@jit
+@jit_borrowing
 def team_part_done(sync, rank, stage):
     """The helper's part of ``stage`` is written: the caller may go on."""
     if rank == 1:
         _store(sync, PART_DONE, stage)
 
 
-@jit
+@jit_borrowing
 def team_stage_done(sync, rank, stage):
     """The caller: until both parts of ``stage`` are written, then judge the helper (see above)."""
     if rank != 0:
@@ -283,7 +283,7 @@ def team_stage_done(sync, rank, stage):
     _strike(sync, strike)
 
 
-@jit
+@jit_borrowing
 def _strike(sync, strike):
     """Count a judged stage's strike (0 for none); past TOO_MANY, the caller goes alone."""
     sync[STRIKES] = sync[STRIKES] * STRIKE_DECAY // 10 + strike
@@ -294,7 +294,7 @@ def _strike(sync, strike):
         sync[STRIKES] = 0
 
 
-@jit
+@jit_borrowing
 def hand_back(flag, state, sync):
     """The end of a team caller's compiled call that posted the helper's by publish(flag, state)
     (fastbp/halves.py team(..., publishing=True)): if it did (state POSTED), take the helper's
@@ -311,13 +311,13 @@ def hand_back(flag, state, sync):
         _strike(sync, PARKED_STRIKE)
 
 
-@jit
+@jit_borrowing
 def team_finish(sync):
     """The caller is past its last stage: the helper leaves its loop."""
     _store(sync, OPEN, FINISHED)
 
 
-@jit
+@jit_borrowing
 def team_finished(sync):
     """Whether the caller is past its last stage."""
     return _load(sync, OPEN) == FINISHED

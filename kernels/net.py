@@ -20,7 +20,7 @@ read their inputs' nonzero lists (ReLU leaves about half of them zero), but for 
 import numpy as np
 
 from . import _sync, sparse
-from ._config import jit
+from ._config import jit, jit_borrowing
 from .softmax_ce import (_backward_rows_into, _softmax_rows, cross_entropy_term, softmax_cross_entropy,
                          softmax_cross_entropy_backward)
 from .step import (RELU, _add_outer, _aligned_rows, _argmax_rows_into, _copy_rows, _dense_layer_into,
@@ -107,7 +107,7 @@ def _first_columns(d, part):
     return (0, split) if part == 0 else (split, d)
 
 
-@jit
+@jit_borrowing
 def _dense_first(x, part, W, b, blocks, out, above):
     """The first layer's sums over x's column half ``part`` by BLAS (DENSE_SHARE; see
     _first_layer_into): the half converted into blocks[part], W's dtype, C-contiguous (BLAS read
@@ -115,7 +115,9 @@ def _dense_first(x, part, W, b, blocks, out, above):
     into out (part 0), or from 0 into ``above`` (part 1). The half may have no columns."""
     p0, p1 = _first_columns(x.shape[1], part)
     block = blocks[part]
-    block[:] = x[:, p0:p1]
+    for i in range(block.shape[0]):
+        for j in range(block.shape[1]):
+            block[i, j] = x[i, p0 + j]
     sums = out if part == 0 else above
     for i in range(sums.shape[0]):
         for j in range(sums.shape[1]):
@@ -124,7 +126,7 @@ def _dense_first(x, part, W, b, blocks, out, above):
         _gemm(block, False, W[p0:p1], False, sums, 1.0, 1.0)
 
 
-@jit
+@jit_borrowing
 def _dense_first_gradient(blocks, part, d, dW):
     """dW1's rows of x's column half ``part`` (see _dense_first): blocks[part].T @ d."""
     p0, p1 = _first_columns(dW.shape[0], part)
@@ -132,7 +134,7 @@ def _dense_first_gradient(blocks, part, d, dW):
         _gemm(blocks[part], True, d, False, dW[p0:p1], 1.0, 0.0)
 
 
-@jit
+@jit_borrowing
 def _sparse_first_gradient(table, columns, values, part, d, starts, rows, vals, dW):
     """dW1's rows of x's column half ``part`` from the half's lists (table: see _first_csr): its
     nonzeros regrouped by column into starts/rows/vals (sparse._column_lists: rows and vals as
@@ -441,7 +443,7 @@ def team_results(arguments, loss, nonfinite):
     return loss, y, list(outputs), list(dWs), list(dbs), nonfinite
 
 
-@jit
+@jit_borrowing
 def _add_outer_part(lists, split, part, bounds, d, dW, width):
     """dW[p0:p1, :width] += X^T d over X's nonzero lists (columns, values, lo, hi; columns
     increasing in each row's) at columns p0:p1, those below ``split`` (part 0) or from it (part
@@ -454,7 +456,7 @@ def _add_outer_part(lists, split, part, bounds, d, dW, width):
     _add_outer(bounds, columns, values, d, dW, width, 1.0)
 
 
-@jit
+@jit_borrowing
 def _team_first(work, part, x, weights, biases, activation, outputs):
     """The FIRST stage's part ``part`` (see above)."""
     _, facts, first_layer, blocks, _, _, _, _, _, _, _, _, _ = work
@@ -473,7 +475,7 @@ def _team_first(work, part, x, weights, biases, activation, outputs):
     sparse._chunked_times(table, columns, values, padded, padded.shape[1], b, out)
 
 
-@jit
+@jit_borrowing
 def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradient):
     """The ROWS stage's part for rows a:b (see above)."""
     _, facts, first_layer, _, inputs, grads, transposes, grad_lists, _, _, maxes, logsums, terms = work
@@ -504,7 +506,7 @@ def _team_rows(work, a, b, x, t, weights, biases, activation, outputs, y, gradie
         _copy_rows(grads[0], a, b, first_layer[4][3])
 
 
-@jit
+@jit_borrowing
 def _team_weights(work, part, x, weights, outputs, dWs, dbs):
     """The WEIGHTS stage's part ``part`` (see above)."""
     _, facts, first_layer, blocks, inputs, grads, _, _, sums, bounds, _, _, _ = work
@@ -535,7 +537,7 @@ def _team_weights(work, part, x, weights, outputs, dWs, dbs):
             sparse._column_sums_into(grads[layer], n, width, width, dbs[layer], 1.0)
 
 
-@jit
+@jit_borrowing
 def net_team(rank, sync, flag, state, work, x, t, weights, biases, activation, outputs, y, dWs, dbs,
              gradient, blas_limited):
     """net_loss (``gradient`` False) or net_gradient of x (N, D) C-contiguous with class indices

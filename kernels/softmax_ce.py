@@ -5,7 +5,7 @@ The loss is computed as log(sum exp(x - max)) + (max - x[t]): exp never overflow
 """
 import numpy as np
 
-from ._config import jit, jit_exact
+from ._config import jit, jit_borrowing, jit_exact
 
 
 @jit_exact
@@ -14,7 +14,7 @@ def cross_entropy_term(logsum, m, x_c):
     return logsum + (m - x_c)
 
 
-@jit
+@jit_borrowing
 def _softmax_rows(x, y, maxes, logsums):
     """y[i] = softmax(x[i]); maxes[i] = max x[i]; logsums[i] = log(sum exp(x[i] - max)) (float64).
 
@@ -60,7 +60,7 @@ def softmax_cross_entropy_backward(y, t):
     return dx
 
 
-@jit
+@jit_borrowing
 def _backward_rows_into(y, t, a, b, n, dx):
     """Rows a:b of softmax_cross_entropy_backward's dx for a batch of n rows, into dx."""
     inv = 1.0 / n

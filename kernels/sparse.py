@@ -32,7 +32,7 @@ us with signed list indices, 36 unsigned; its scatter with signed counters twice
 import numpy as np
 
 from . import _simd as simd
-from ._config import jit
+from ._config import jit, jit_borrowing
 
 # What _rows_times does with a finished tile before storing it (its epilogue).
 STORE, STORE_RELU, STORE_RELU_MASKED = 0, 1, 2
@@ -59,7 +59,7 @@ CHUNK = 64
 L1_BYTES = 32 * 1024
 
 
-@jit
+@jit_borrowing
 def _count_nonzeros(x, counts):
     """counts[i] = number of nonzeros in row i of x (N, D), C-contiguous. Returns how many
     entries of x are NaN or infinite (the same pass: callers check input for free).
@@ -87,7 +87,7 @@ def _count_nonzeros(x, counts):
     return nonfinite
 
 
-@jit
+@jit_borrowing
 def _compress_row(tile, x, i, columns, values, k):
     """Row i of x (N, D)'s nonzeros into columns/values from position k on; -> the position after."""
     d = x.shape[1]
@@ -101,7 +101,7 @@ def _compress_row(tile, x, i, columns, values, k):
     return k
 
 
-@jit
+@jit_borrowing
 def _compress_into(x, indptr, columns, values):
     """Fill indptr (N + 1), columns, values with the CSR of x (N, D), C-contiguous; columns and
     values must hold every nonzero. Returns the number of nonzeros."""
@@ -114,7 +114,7 @@ def _compress_into(x, indptr, columns, values):
     return k
 
 
-@jit
+@jit_borrowing
 def _compress_rows_into(x, a, b, columns, values, lo, hi):
     """Rows a:b of x (N, D), C-contiguous, as nonzero lists: row i's at lo[i]:hi[i], packed from
     position a * D on: rows 0:N in lists that hold x's nonzeros, or two row ranges at once by two
@@ -127,7 +127,7 @@ def _compress_rows_into(x, a, b, columns, values, lo, hi):
         hi[i] = k
 
 
-@jit
+@jit_borrowing
 def _compress_chunks(x, c0, c1, columns, values, table, k):
     """Every row of x (N, D), C-contiguous, as nonzero lists of its columns c0 * CHUNK:c1 * CHUNK
     (chunks c0:c1), cut where each chunk begins: row after row into columns/values from position
@@ -173,7 +173,7 @@ def compress_rows(x):
     return indptr, columns, values
 
 
-@jit
+@jit_borrowing
 def _prefetch_row(columns, values, start, end):
     """Bring one row's nonzero lists toward L1, one request per 64-byte line."""
     for k in range(start, end, 64 // columns.itemsize):
@@ -182,7 +182,7 @@ def _prefetch_row(columns, values, start, end):
         simd.prefetch(values, k)
 
 
-@jit
+@jit_borrowing
 def _times_slice(acc, start, end, columns, values, W, w_stride, b, c0, n, out, o, epilogue, h):
     """One tile-wide slice of one output row: out.flat[o:o + n] = epilogue(b[c0:c0 + n] +
     sum_k values[k] * W[columns[k], c0:c0 + n]) for k in start:end, the sums in ``acc`` (its width
@@ -209,7 +209,7 @@ def _times_slice(acc, start, end, columns, values, W, w_stride, b, c0, n, out, o
     return c0 + simd.lanes(acc)
 
 
-@jit
+@jit_borrowing
 def _times_split(big, mid, small, start, end, columns, values, W, w_stride, b, c0, n, out, o,
                  epilogue, h):
     """_times_slice for a slice whose last lanes fit in 16 bytes past a half and a quarter of the
@@ -290,7 +290,7 @@ def _splits_half(size, nbytes):
     return size == 256 and size // 2 < nbytes <= size // 2 + 16
 
 
-@jit
+@jit_borrowing
 def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride, epilogue, h):
     """out[r, :width] = sum_{k in lo[r]:hi[r]} values[k] * W[columns[k], :width] + b, then the
     epilogue: STORE as is, STORE_RELU max(., 0), STORE_RELU_MASKED zero where h[r] <= 0 (h has
@@ -336,7 +336,7 @@ def _rows_times(lo, hi, columns, values, W, w_stride, b, width, out, out_stride,
                                   n, out, o, epilogue, h)
 
 
-@jit
+@jit_borrowing
 def _chunked_slice(zero, chunks, columns, values, W, w_stride, b, c0, n, out):
     """One tile-wide slice of _chunked_times: out[:, c0:c0 + n], the sums in tiles of ``zero``'s
     width (all lanes 0). Returns c0 + the tile's lanes."""
@@ -371,7 +371,7 @@ def _chunked_slice(zero, chunks, columns, values, W, w_stride, b, c0, n, out):
 # seven 512-bit ones took 7 (measured below). The tail's loads and stores are masked (simd.load /
 # store: the slice loads of a tile assume 64-byte registers), and W's rows load it whole where
 # their stride holds it.
-@jit
+@jit_borrowing
 def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0, n, out):
     """_chunked_slice for a slice that a tile would cover with a last register holding no live
     lane (384 to 448 bytes of a 512-byte tile, or a slice that _splits or _splits_half): its
@@ -419,7 +419,7 @@ def _chunked_split(big, mid, small, chunks, columns, values, W, w_stride, b, c0,
     return c0 + n
 
 
-@jit
+@jit_borrowing
 def _chunked_times(chunks, columns, values, W, w_stride, b, out):
     """out = X @ W + b for out (R, H) C-contiguous and W (D, >= H) with rows of w_stride elements
     (plain, or 64-byte padded: step._aligned_rows), X's rows as nonzero lists cut in chunks:
@@ -456,7 +456,7 @@ def _chunked_times(chunks, columns, values, W, w_stride, b, out):
             c0 = _chunked_slice(simd.zeros(W, 64), chunks, columns, values, W, w_stride, b, c0, n, out)
 
 
-@jit
+@jit_borrowing
 def _add_outer_slice(zero, cuts, columns, values, D, d_stride, W, w_stride, c0, n, scale):
     """One tile-wide slice of _add_outer: W[columns[k], c0:c0 + n] += (scale values[k]) D[r, c0:c0
     + n] for row r's entries k, chunk by chunk, the tiles of ``zero``'s width. Returns c0 + the
@@ -481,7 +481,7 @@ def _add_outer_slice(zero, cuts, columns, values, D, d_stride, W, w_stride, c0, 
     return c0 + simd.lanes(zero)
 
 
-@jit
+@jit_borrowing
 def _add_outer_split(big, mid, small, cuts, columns, values, D, d_stride, W, w_stride, c0, n, scale):
     """_add_outer_slice for a slice that _splits: the update in tiles of a half, a quarter and 16
     bytes of the covering tile (big, mid, small), the first two whole, the last masked to the
@@ -525,7 +525,7 @@ def _add_outer_split(big, mid, small, cuts, columns, values, D, d_stride, W, w_s
     return c0 + n
 
 
-@jit
+@jit_borrowing
 def _add_outer(cuts, columns, values, D, d_stride, W, w_stride, width, scale):
     """W[:, :width] += scale * sum_r sum_k values[k] * outer(e_columns[k], D[r]) over row r's
     entries k in cuts[0, r]:cuts[-1, r]: W += scale X^T D, one in-place update of a row of W per
@@ -582,7 +582,7 @@ def cut_table(lo, hi):
     return cuts
 
 
-@jit
+@jit_borrowing
 def _column_lists(lo, hi, columns, values, p0, p1, starts, rows, vals, first):
     """X's nonzeros regrouped by column (a counting sort): from its rows' nonzero lists (row r's
     at lo[r]:hi[r], every column in p0:p1), column p0 + j's entries are rows[starts[j]:starts[j +
@@ -618,7 +618,7 @@ def _column_slice_bytes(left, rows):
     return widest
 
 
-@jit
+@jit_borrowing
 def _column_outer_slice(zero, starts, rows, vals, D, W, p0, scale, add, s0, n):
     """One tile-wide slice of _column_outer: columns s0:s0 + n of W. Returns s0 + the tile's
     lanes."""
@@ -642,7 +642,7 @@ def _column_outer_slice(zero, starts, rows, vals, D, W, p0, scale, add, s0, n):
     return s0 + simd.lanes(zero)
 
 
-@jit
+@jit_borrowing
 def _column_split(big, small, starts, rows, vals, D, W, p0, scale, add, s0, n):
     """_column_outer_slice for a slice of 128 to 192 bytes, which a 256-byte tile would cover with
     a last register holding no live lane: the sums in two tiles of 128 and 16 or 64 bytes (big
@@ -672,7 +672,7 @@ def _column_split(big, small, starts, rows, vals, D, W, p0, scale, add, s0, n):
     return s0 + n
 
 
-@jit
+@jit_borrowing
 def _column_outer(starts, rows, vals, D, W, width, p0, scale, add):
     """W[p0:p0 + m, :width] = scale (X^T D[:, :width])[p0:p0 + m], or with ``add`` W[...] += that,
     for D (N, >= width) and W (>= p0 + m, >= width) C-contiguous, X's nonzeros in
@@ -726,7 +726,7 @@ def _reads_dense(width, itemsize):
     return width * itemsize <= DENSE_INPUT_UP_TO
 
 
-@jit
+@jit_borrowing
 def _dense_times_tile(zero, x, k0, k1, W, w_stride, b, out):
     """_dense_times in tiles of ``zero``'s width (one covers a row of out), four rows at a time:
     four chains of multiply-adds for each row of W loaded (a row alone waits on each multiply-add
@@ -752,7 +752,7 @@ def _dense_times_tile(zero, x, k0, k1, W, w_stride, b, out):
         simd.store(out, r3 * width, width, a3)
 
 
-@jit
+@jit_borrowing
 def _dense_times(x, k0, k1, W, w_stride, b, out):
     """out[r] = sum_{k in k0:k1} x[r, k] W[k, :H] + b for every row r of out (R, H) C-contiguous,
     x (R, >= k1), W (D, >= H) with rows of w_stride elements, b (H,) or empty (no bias); H
@@ -763,7 +763,7 @@ def _dense_times(x, k0, k1, W, w_stride, b, out):
         _dense_times_tile(simd.zeros(W, 128), x, k0, k1, W, w_stride, b, out)
 
 
-@jit
+@jit_borrowing
 def _dense_add_outer_tile(zero, x, k0, k1, D, W, w_stride, width, scale):
     """_dense_add_outer in tiles of ``zero``'s width (one covers a row of W), four rows of W at a
     time (as _dense_times_tile's rows: a row of W appearing twice in the last four is loaded
@@ -796,7 +796,7 @@ def _dense_add_outer_tile(zero, x, k0, k1, D, W, w_stride, width, scale):
             simd.store(W, at3, width, a3)
 
 
-@jit
+@jit_borrowing
 def _dense_add_outer(x, k0, k1, D, W, w_stride, scale):
     """W[k, :H] += scale sum_r x[r, k] D[r] for k in k0:k1: rows k0:k1 of W += scale X^T D, x (R,
     >= k1), D (R, H) C-contiguous, W (>= k1, >= H) with rows of w_stride elements, H elements
@@ -808,7 +808,7 @@ def _dense_add_outer(x, k0, k1, D, W, w_stride, scale):
         _dense_add_outer_tile(simd.zeros(W, 128), x, k0, k1, D, W, w_stride, D.shape[1], scale)
 
 
-@jit
+@jit_borrowing
 def _column_sums_into(D, rows, width, stride, out, scale):
     """out[:width] += scale * sum_r D[r, :width] for r < rows (D rows of stride elements)."""
     tile = simd.zeros(D, 256)

@@ -16,7 +16,7 @@ from numba.np.linalg import ensure_blas
 
 from . import _simd as simd
 from . import _sync, optimizers, sparse
-from ._config import jit
+from ._config import jit, jit_borrowing
 from .activations import sigmoid_scalar, tanh_scalar
 from .softmax_ce import _softmax_rows, cross_entropy_term
 from .sparse import STORE, STORE_RELU, STORE_RELU_MASKED
@@ -36,7 +36,7 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
 _KIND_S, _KIND_D, _N, _T = ord("s"), ord("d"), ord("n"), ord("t")
 
 
-@jit
+@jit_borrowing
 def _activate(h, activation):
     """h = f(h) in place."""
     n, m = h.shape
@@ -51,7 +51,7 @@ def _activate(h, activation):
                 h[i, j] = tanh_scalar(v)
 
 
-@jit
+@jit_borrowing
 def _activation_backward(d, y, activation):
     """d *= f'(x), written in terms of the forward output y = f(x), in place."""
     n, m = d.shape
@@ -172,7 +172,7 @@ def plain_sgd(lr, weights, biases):
             (none_b,) * (2 * layers))
 
 
-@jit
+@jit_borrowing
 def _apply_rule(rule, hyper, iteration, p, g, s1, s2):
     """The rule's update of parameter p (1-d) by its gradient g, state s1, s2 (1-d), in place;
     ``iteration`` is Adam's step number t (1, 2, ...)."""
@@ -199,7 +199,7 @@ def _apply_rule(rule, hyper, iteration, p, g, s1, s2):
                                optimizers._rounded(p, 1.0 - b), eps)
 
 
-@jit
+@jit_borrowing
 def _add_decay(g, W, decay):
     """g += decay * W (the book's weight decay term of dW), arrays of one shape."""
     gf, Wf = g.reshape(-1), W.reshape(-1)
@@ -221,7 +221,7 @@ def _gather_rows(x, rows, out):
             out[i, j] = x[r, j]
 
 
-@jit
+@jit_borrowing
 def _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, a, b):
     """Rows a:b of d = (softmax(scores) - onehot(t[rows])) / N, and each row's cross-entropy in
     terms (_mean_in_order: the mean loss). The softmax rows are the layer kernel's
@@ -237,7 +237,7 @@ def _softmax_ce_rows(scores, t, rows, d, maxes, logsums, terms, a, b):
         d[i, label] -= inv
 
 
-@jit
+@jit_borrowing
 def _mean_in_order(terms):
     """The rows' cross-entropies summed in their order, over N (fit's steps and the nets' team
     calls: the same mean of the same terms)."""
@@ -381,7 +381,7 @@ def _aligned_rows(rows, width, like, zeroed=True):
     return flat[shift:shift + rows * stride].reshape(rows, stride)
 
 
-@jit
+@jit_borrowing
 def _copy_rows(a, p0, p1, out):
     """out[p0:p1, :w] = a[p0:p1, :w], w the narrower of the two's widths: element by element,
     which LLVM vectorises (a slice assignment of the blocks took 2.4x as long)."""
@@ -390,13 +390,13 @@ def _copy_rows(a, p0, p1, out):
             out[r, c] = a[r, c]
 
 
-@jit
+@jit_borrowing
 def _transpose_into(W, width, out):
     """out[c, p] = W[p, c] for p < W.shape[0], c < width."""
     _transpose_rows_into(W, 0, W.shape[0], width, out)
 
 
-@jit
+@jit_borrowing
 def _transpose_rows_into(W, p0, p1, width, out):
     """out[c, p] = W[p, c] for p in p0:p1, c < width."""
     for p in range(p0, p1):
@@ -404,7 +404,7 @@ def _transpose_rows_into(W, p0, p1, width, out):
             out[c, p] = W[p, c]
 
 
-@jit
+@jit_borrowing
 def _times(lo, hi, columns, values, W, b, width, out, epilogue, h):
     """out = epilogue(X @ W[:, :width] + b), X's rows lo[r]:hi[r] (see sparse._rows_times)."""
     sparse._rows_times(lo, hi, columns, values, W, W.shape[1], b, width, out, width, epilogue, h)
@@ -416,7 +416,7 @@ def _epilogue(last, activation):
     return STORE_RELU if not last and activation == RELU else STORE
 
 
-@jit
+@jit_borrowing
 def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
     """A layer's output into out (R, H), one row per input row given as the slice lo[r]:hi[r] of
     nonzero lists, W (D, >= H); the activation unless ``last``."""
@@ -425,7 +425,7 @@ def _layer_into(lo, hi, columns, values, W, b, last, activation, out):
         _activate(out, activation)
 
 
-@jit
+@jit_borrowing
 def _dense_layer_into(h, W, b, last, activation, out):
     """_layer_into for a narrow layer (sparse._reads_dense), reading its input h (R, D) as it is."""
     sparse._dense_times(h, 0, h.shape[1], W, W.shape[1], b, out)
@@ -433,7 +433,7 @@ def _dense_layer_into(h, W, b, last, activation, out):
         _activate(out, activation)
 
 
-@jit
+@jit_borrowing
 def _join_halves(out, above, a, b, last, activation):
     """out[a:b] += above[a:b] (the first layer's sums over its input's two column halves), then
     the activation unless ``last``."""
@@ -449,7 +449,7 @@ def _join_halves(out, above, a, b, last, activation):
         _activate(out[a:b], activation)
 
 
-@jit
+@jit_borrowing
 def _gradient_below_rows(d, a, b, lists, WT, h_below, d_below, activation):
     """Rows a:b of a layer's input gradient, d_below = (d @ W.T) * f'(h_below), from rows a:b of
     its output gradient d (N, H) made into the nonzero lists ``lists`` (columns, values, lo, hi:
@@ -458,13 +458,13 @@ def _gradient_below_rows(d, a, b, lists, WT, h_below, d_below, activation):
     columns, values, lo, hi = lists
     sparse._compress_rows_into(d, a, b, columns, values, lo, hi)
     epilogue = STORE_RELU_MASKED if activation == RELU else STORE
-    _times(lo[a:b], hi[a:b], columns, values, WT, np.empty(0, d.dtype), d_below.shape[1], d_below[a:b],
+    _times(lo[a:b], hi[a:b], columns, values, WT, d[0, :0], d_below.shape[1], d_below[a:b],
            epilogue, h_below[a:b])
     if activation != RELU:
         _activation_backward(d_below[a:b], h_below[a:b], activation)
 
 
-@jit
+@jit_borrowing
 def _add_outer(cuts, columns, values, D, W, width, scale):
     """W[:, :width] += scale X^T D, X's rows as the cut table ``cuts`` (see sparse._add_outer)."""
     sparse._add_outer(cuts, columns, values, D, width, W, W.shape[1], width, scale)
@@ -526,7 +526,7 @@ def halfway_column(columns, width):
     return int(np.searchsorted(np.cumsum(np.bincount(columns, minlength=width)), columns.size / 2))
 
 
-@jit
+@jit_borrowing
 def _first_from(columns, low, high, split):
     """The first k in low:high with columns[k] >= split (columns increasing there), else high."""
     while low < high:
@@ -563,7 +563,7 @@ def chunk_cuts(indptr, columns, cut_columns, rows):
     return cuts
 
 
-@jit
+@jit_borrowing
 def _dataset_chunks(cuts, rows, part, table):
     """Part ``part``'s cut table (table (J, N): see sparse._chunked_times) of the dataset rows
     ``rows``: its chunks of their nonzero lists, from chunk_cuts's ``cuts`` (the first J columns
@@ -579,7 +579,7 @@ def _dataset_chunks(cuts, rows, part, table):
             table[j, r] = cuts[row, j0 + j]
 
 
-@jit
+@jit_borrowing
 def _first_part(work, part, cuts, columns, values, rows, biases):
     """Part ``part`` of the first layer's output: the sums over the dataset columns below its
     split plus the bias (part 0, into the outputs) or over the rest (part 1, into the partial
@@ -609,7 +609,7 @@ def _first_part(work, part, cuts, columns, values, rows, biases):
                out)
 
 
-@jit
+@jit_borrowing
 def _layer_rows(work, layer, a, b, biases, activation):
     """Rows a:b of the output of layer ``layer`` > 0, each row summed over all its inputs: the
     rows' nonzero lists (made by _finish_rows below it), or for a narrow layer
@@ -624,7 +624,7 @@ def _layer_rows(work, layer, a, b, biases, activation):
                     act[a:b])
 
 
-@jit
+@jit_borrowing
 def _finish_rows(work, layer, a, b, splits, activation):
     """Rows a:b of layer ``layer``'s outputs made ready for the layer above: for the first layer,
     its two parts' sums added and the activation (unless it is the last); then, for a hidden
@@ -644,7 +644,7 @@ def _finish_rows(work, layer, a, b, splits, activation):
         bounds[1, r] = bounds[2, r] = cut
 
 
-@jit
+@jit_borrowing
 def _rows_part(work, a, b, splits, t, rows, biases, activation, upto):
     """The ROWS stage's part for rows a:b of the batch (see team_steps_csr): the first layer's
     output rows finished, every other layer's output rows, softmax and the loss's gradient
@@ -686,7 +686,7 @@ def _regroups(width, itemsize):
     return width * itemsize > ROW_UPDATES_UP_TO
 
 
-@jit
+@jit_borrowing
 def _weights_part(work, layer, part, splits, columns, values, weights, update, iteration):
     """Part ``part`` of layer ``layer``'s weight update: W's rows below the layer's split (part
     0) or from it (part 1), the rows the part's nonzeros of x point at (for the first layer, the
@@ -730,7 +730,7 @@ def _weights_part(work, layer, part, splits, columns, values, weights, update, i
         _transpose_rows_into(W, p0, p1, width, WT)
 
 
-@jit
+@jit_borrowing
 def _bias_update(work, layer, update, iteration, biases):
     """Layer ``layer``'s bias updated by the rule from its output gradient's column sums."""
     layers, _, shared = work
@@ -747,7 +747,7 @@ def _bias_update(work, layer, update, iteration, biases):
     _apply_rule(rule, hyper, iteration, biases[layer], g, b_state[layer], b_state[last + 1 + layer])
 
 
-@jit
+@jit_borrowing
 def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, weights, biases,
                    activation, update, losses, upto):
     """sgd_steps_csr doing the stages FORWARD..upto of every step (upto = BIASES: all), as
@@ -777,13 +777,12 @@ def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, 
     if rank == 0:
         for layer in range(last + 1):
             width = weights[layer].shape[1]
-            layers[layer][0][:, :width] = weights[layer]
+            _copy_rows(weights[layer], 0, weights[layer].shape[0], layers[layer][0])
             if layer > 0:
                 _transpose_into(layers[layer][0], width, layers[layer][2])
             for slot in range(2):
                 kept = w_state[slot * (last + 1) + layer]
-                if kept.size:
-                    states[slot * (last + 1) + layer][:, :kept.shape[1]] = kept
+                _copy_rows(kept, 0, kept.shape[0], states[slot * (last + 1) + layer])
     stage = 0
     for s in range(steps):
         if rank == 1 and _sync.team_finished(sync):
@@ -822,11 +821,10 @@ def team_steps_csr(rank, sync, work, splits, cuts, columns, values, t, batches, 
         _sync.team_stage_done(sync, rank, stage)
     if rank == 0:
         for layer in range(last + 1):
-            weights[layer][:, :] = layers[layer][0][:, :weights[layer].shape[1]]
+            _copy_rows(layers[layer][0], 0, weights[layer].shape[0], weights[layer])
             for slot in range(2):
                 kept = w_state[slot * (last + 1) + layer]
-                if kept.size:
-                    kept[:, :] = states[slot * (last + 1) + layer][:, :kept.shape[1]]
+                _copy_rows(states[slot * (last + 1) + layer], 0, kept.shape[0], kept)
         _sync.team_finish(sync)
 
 
